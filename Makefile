@@ -1,0 +1,40 @@
+# Two commands for a newcomer: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
+# The demo's subset of Fashion-MNIST; DEMO_LIMIT= (empty) runs the full 60,000 + 10,000.
+DEMO_LIMIT ?= train=5000,test=1000
+DEMO_OUT ?= demo_output
+
+.PHONY: demo test install data clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+data: $(FASHION_MNIST)/train-images-idx3-ubyte.gz
+
+$(FASHION_MNIST)/train-images-idx3-ubyte.gz:
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist
+
+demo: install data
+	rm -rf $(DEMO_OUT)
+	@start=$$(date +%s); \
+	$(BIN)/tv-extract --source=idx:$(FASHION_MNIST) --output=$(DEMO_OUT)/transfer_values \
+	  --label_names=examples/fashion_mnist_labels.txt $(if $(DEMO_LIMIT),--limit=$(DEMO_LIMIT)) && \
+	$(BIN)/tv-train --data=$(DEMO_OUT)/transfer_values --model_dir=$(DEMO_OUT)/model && \
+	$(BIN)/python examples/fashion_mnist_samples.py $(FASHION_MNIST) $(DEMO_OUT)/samples && \
+	$(BIN)/tv-predict --model=$(DEMO_OUT)/model --top_k=3 $(DEMO_OUT)/samples/*.png && \
+	echo "demo finished in $$(( $$(date +%s) - start )) s; outputs in $(DEMO_OUT)/"
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache

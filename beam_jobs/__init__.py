@@ -1,0 +1,1 @@
+"""Beam pipelines that turn image collections into committed runs of transfer values."""

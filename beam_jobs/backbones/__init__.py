@@ -1,0 +1,171 @@
+"""Backbone registry: a name or handle becomes one callable contract.
+
+Every backbone is materialised as a SavedModel whose `serving_default` signature takes
+`images: uint8[N, S, S, 3]` and returns `{"transfer_values": float32[N, D]}`, preprocessing
+included.  That keeps the backbone's input size and scaling in one place (its entry) and lets
+Beam workers and the serving export load it with plain `tf.saved_model.load`, no Keras needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from typing import Callable
+
+import numpy as np
+
+from beam_jobs.errors import UserError
+
+SIGNATURE_INPUT = "images"
+SIGNATURE_OUTPUT = "transfer_values"
+METADATA_FILE = "backbone.json"  # stored in the SavedModel's assets.extra/
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneEntry:
+    """A registered backbone: how to build its contract SavedModel, and what it promises."""
+
+    name: str
+    image_size: int
+    feature_dim: int
+    version: str  # bump when weights or preprocessing change; part of the fingerprint and cache key
+    export: Callable[[str], None]  # writes the contract SavedModel into an empty directory
+
+
+_REGISTRY: dict[str, BackboneEntry] = {}
+_LOADED: dict[str, object] = {}
+_LOCK = threading.Lock()
+
+
+def register(entry: BackboneEntry) -> None:
+    _REGISTRY[entry.name] = entry
+
+
+def registered_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def cache_dir() -> str:
+    root = os.environ.get("TV_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "transfer-values")
+    return os.path.join(root, "backbones")
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """A loaded-on-demand backbone; cheap to pickle because it holds only a path and metadata."""
+
+    name: str
+    fingerprint: str
+    image_size: int
+    feature_dim: int
+    saved_model_dir: str
+
+    def signature(self):
+        """The SavedModel's contract function, loaded once per process and shared by threads."""
+        with _LOCK:
+            loaded = _LOADED.get(self.saved_model_dir)
+            if loaded is None:
+                import tensorflow as tf
+
+                loaded = tf.saved_model.load(self.saved_model_dir)
+                _LOADED[self.saved_model_dir] = loaded
+        return loaded.signatures["serving_default"]
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (
+                self.image_size, self.image_size, 3):
+            raise ValueError(
+                f"{self.name} expects uint8 [N, {self.image_size}, {self.image_size}, 3], "
+                f"got {images.dtype} {list(images.shape)}")
+        import tensorflow as tf
+
+        out = self.signature()(**{SIGNATURE_INPUT: tf.constant(images)})
+        return out[SIGNATURE_OUTPUT].numpy()
+
+
+def write_metadata(export_dir: str, name: str, image_size: int, feature_dim: int,
+                   fingerprint: str) -> None:
+    extra = os.path.join(export_dir, "assets.extra")
+    os.makedirs(extra, exist_ok=True)
+    with open(os.path.join(extra, METADATA_FILE), "w") as f:
+        json.dump({"name": name, "image_size": image_size, "feature_dim": feature_dim,
+                   "fingerprint": fingerprint}, f, indent=2)
+
+
+def _fingerprint(entry: BackboneEntry) -> str:
+    return f"{entry.name}@{entry.version}/{entry.image_size}px/{entry.feature_dim}d"
+
+
+def _materialise(entry: BackboneEntry) -> str:
+    """Build the entry's SavedModel once into the cache; concurrent builders race harmlessly."""
+    key = hashlib.sha256(_fingerprint(entry).encode()).hexdigest()[:16]
+    target = os.path.join(cache_dir(), f"{entry.name}-{key}")
+    if os.path.exists(os.path.join(target, "saved_model.pb")):
+        return target
+    os.makedirs(cache_dir(), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{entry.name}-", dir=cache_dir())
+    try:
+        export_dir = os.path.join(staging, "model")
+        entry.export(export_dir)
+        write_metadata(export_dir, entry.name, entry.image_size, entry.feature_dim,
+                       _fingerprint(entry))
+        try:
+            os.rename(export_dir, target)  # atomic publish; loses harmlessly to a concurrent builder
+        except OSError:
+            if not os.path.exists(os.path.join(target, "saved_model.pb")):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _from_saved_model(path: str) -> Backbone:
+    meta_path = os.path.join(path, "assets.extra", METADATA_FILE)
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+        return Backbone(meta["name"], meta["fingerprint"], int(meta["image_size"]),
+                        int(meta["feature_dim"]), path)
+    import tensorflow as tf
+
+    sig = tf.saved_model.load(path).signatures.get("serving_default")
+    if sig is None:
+        raise UserError(f"The SavedModel at {path} has no serving_default signature.")
+    spec = sig.structured_input_signature[1].get(SIGNATURE_INPUT)
+    out = sig.structured_outputs.get(SIGNATURE_OUTPUT)
+    if spec is None or out is None or spec.shape.rank != 4 or spec.shape[1] is None:
+        raise UserError(
+            f"The SavedModel at {path} does not follow the backbone contract "
+            f"({SIGNATURE_INPUT}: uint8[N,S,S,3] -> {SIGNATURE_OUTPUT}: float32[N,D]).")
+    digest = hashlib.sha256(open(os.path.join(path, "saved_model.pb"), "rb").read()).hexdigest()
+    name = os.path.basename(os.path.normpath(path))
+    size, dim = int(spec.shape[1]), int(out.shape[-1])
+    return Backbone(name, f"{name}@sha256:{digest[:16]}/{size}px/{dim}d", size, dim, path)
+
+
+def load(name_or_handle: str) -> Backbone:
+    """Resolve a registered name or a local SavedModel folder to a `Backbone`."""
+    if name_or_handle in _REGISTRY:
+        return _from_saved_model(_materialise(_REGISTRY[name_or_handle]))
+    if os.path.isdir(name_or_handle) and os.path.exists(
+            os.path.join(name_or_handle, "saved_model.pb")):
+        return _from_saved_model(name_or_handle)
+    raise UserError(
+        f"Unknown backbone {name_or_handle!r}: use one of {', '.join(registered_names())} "
+        f"or a folder holding a SavedModel.")
+
+
+def _register_builtins() -> None:
+    from beam_jobs.backbones import efficientnet_lite
+
+    register(efficientnet_lite.ENTRY)
+
+
+_register_builtins()

