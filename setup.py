@@ -10,6 +10,7 @@ REQUIRED = [
     "tensorflow-transform>=1.21,<1.22",
     "tfx-bsl>=1.21,<1.22",
     "tf-keras>=2.21,<2.22",
+    "tensorboard>=2.21,<2.22",
     "pyarrow>=25,<26",
     "numpy>=2,<3",
     "pillow>=11",

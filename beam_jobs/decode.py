@@ -1,4 +1,8 @@
-"""Decode and resize each accepted image for its backbone; bad bytes become dead letters."""
+"""Decode each accepted image to uint8 RGB; bad bytes become dead letters.
+
+Resizing to the backbone's input happens batched in `beam_jobs.inference`; here we only
+check that the pixels are usable.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,13 @@ from typing import Iterator
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_jobs.elements import ModelInput, SourceImage, dead_letter
-from beam_jobs.imaging import DecodeError, decode_rgb, resize_to_square
+from beam_jobs.elements import UNREADABLE, ModelInput, SourceImage, dead_letter
+from beam_jobs.imaging import DecodeError, decode_rgb
 from beam_jobs.splits import DEAD_LETTER
 
 
-class _DecodeAndResize(beam.DoFn):
-    def __init__(self, image_size: int, max_pixels: int):
-        self._size = image_size
+class _Decode(beam.DoFn):
+    def __init__(self, max_pixels: int):
         self._max_pixels = max_pixels
         self._decoded = Metrics.counter("extract", "decoded")
         self._rejected = Metrics.counter("extract", "decode_rejected")
@@ -29,19 +32,22 @@ class _DecodeAndResize(beam.DoFn):
             yield beam.pvalue.TaggedOutput(
                 DEAD_LETTER, dead_letter(image.uri, "decode", err.reason, err.detail))
             return
-        resized = resize_to_square(pixels, self._size).numpy()
+        if pixels.ndim != 3 or pixels.shape[-1] not in (1, 3) or 0 in pixels.shape:
+            self._rejected.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
+                image.uri, "decode", UNREADABLE, f"unusable pixel shape {pixels.shape}"))
+            return
         self._decoded.inc()
-        yield ModelInput(image.image_id, image.uri, image.label, split, resized)
+        yield ModelInput(image.image_id, image.uri, image.label, split, pixels)
 
 
 class DecodeImages(beam.PTransform):
-    """(split, SourceImage) → ModelInput uint8 [S,S,3]; failures on the `dead_letter` tag."""
+    """(split, SourceImage) → ModelInput uint8 [H,W,C]; failures on the `dead_letter` tag."""
 
-    def __init__(self, image_size: int, max_pixels: int):
+    def __init__(self, max_pixels: int):
         super().__init__()
-        self._size = image_size
         self._max_pixels = max_pixels
 
     def expand(self, images):
-        return images | beam.ParDo(_DecodeAndResize(self._size, self._max_pixels)).with_outputs(
+        return images | beam.ParDo(_Decode(self._max_pixels)).with_outputs(
             DEAD_LETTER, main="decoded")

@@ -49,13 +49,13 @@ class SourceImage:
 
 @dataclasses.dataclass(frozen=True)
 class ModelInput:
-    """An accepted, decoded and resized image on its way to the backbone."""
+    """An accepted, decoded image on its way to the backbone (resized there, in batches)."""
 
     image_id: str
     uri: str
     label: str
     split: str
-    image: np.ndarray  # uint8 [S, S, 3]
+    image: np.ndarray  # uint8 [H, W, 1 or 3], as decoded
 
 
 def dead_letter(uri: str, stage: str, reason: str, detail: str) -> str:

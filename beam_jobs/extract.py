@@ -63,7 +63,7 @@ def build_pipeline(p: beam.Pipeline, opts: ExtractOptions, backbone: backbones.B
     images = p | "ReadImages" >> sources.read_images(
         opts.source, sources.parse_limit(opts.limit), _read_label_names(opts.label_names))
     kept = images | "DeduplicateAndSplit" >> DeduplicateAndSplit(percentages)
-    decoded = kept.kept | "DecodeImages" >> DecodeImages(backbone.image_size, opts.max_pixels)
+    decoded = kept.kept | "DecodeImages" >> DecodeImages(opts.max_pixels)
     labels = (decoded.decoded
               | "Label" >> beam.Map(lambda item: item.label)
               | "DistinctLabels" >> beam.Distinct()

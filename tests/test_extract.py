@@ -147,3 +147,11 @@ def test_empty_idx_dataset_exits_2(tmp_path, capsys, tiny_backbone):
     assert main(extract.run, args) == 2
     assert "no images" in capsys.readouterr().err
     assert runs.committed_runs(str(tmp_path / "out")) == []
+
+
+def test_limit_caps_each_source_split_by_its_name(tmp_path, tiny_backbone):
+    write_idx(str(tmp_path / "idx"), {"train": 30, "t10k": 12})
+    manifest = _extract(f"idx:{tmp_path / 'idx'}", str(tmp_path / "out"), tiny_backbone,
+                        "--limit=train=20,test=5")
+    assert manifest["inputs"] == 25
+    assert sum(manifest["counts"]["test"].values()) == 5

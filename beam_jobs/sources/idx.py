@@ -74,11 +74,13 @@ class _ExplodeIdx(beam.DoFn):
         images, labels = read_idx(read_bytes(images_path)), read_idx(read_bytes(labels_path))
         if len(images) != len(labels):
             raise UserError(f"{images_path} holds {len(images)} images, labels {len(labels)}.")
-        limit = self._limit.get(name) if isinstance(self._limit, dict) else self._limit
+        split = _PARTS.get(name.lower())
+        limit = self._limit
+        if isinstance(limit, dict):  # keyed by file part (t10k) or by split (test)
+            limit = limit.get(name, limit.get(split or ""))
         count = len(images) if limit is None else min(limit, len(images))
         if images.ndim == 3:
             images = images[..., None]
-        split = _PARTS.get(name.lower())
         for index in range(count):
             self._read.inc()
             yield SourceImage(uri=f"idx:{name}#{index}", label=self._label(int(labels[index])),

@@ -1,0 +1,1 @@
+"""Fit, evaluate and export a classification head on committed runs of transfer values."""

@@ -1,0 +1,125 @@
+"""Test-split evaluation: metrics from scikit-learn, written as files a person can open.
+
+Writes into the model folder `metrics.json`, `confusion_matrix.csv` / `.png`,
+`training_curves.png` and `errors.csv` (most confident mistakes first, with their uri, since a
+confident mistake is most often a wrong label in the source).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from typing import Mapping, Sequence
+
+import keras
+import numpy as np
+from sklearn import metrics as sk_metrics
+
+from schemas import record
+from trainer import plots
+from trainer.config import TrainConfig
+from trainer.data import TrainingData, evaluation_dataset
+
+METRICS_FILE = "metrics.json"
+CONFUSION_CSV = "confusion_matrix.csv"
+CONFUSION_PNG = "confusion_matrix.png"
+CURVES_PNG = "training_curves.png"
+ERRORS_CSV = "errors.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+    """The model's output on one split, row-aligned with the records it came from."""
+
+    label_ids: np.ndarray  # int [N], true class ids
+    probabilities: np.ndarray  # float32 [N, C]
+    uris: list[str]
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def accuracy(self) -> float:
+        return float(sk_metrics.accuracy_score(self.label_ids, self.predicted))
+
+
+def predict_split(model: keras.Model, training_data: TrainingData, split: str,
+                  config: TrainConfig) -> Predictions:
+    label_ids, probabilities, uris = [], [], []
+    for features, label_id, uri in evaluation_dataset(training_data, split, config):
+        probabilities.append(model(features, training=False).numpy())
+        label_ids.append(label_id.numpy())
+        uris.extend(u.decode("utf-8") for u in uri.numpy())
+    return Predictions(np.concatenate(label_ids), np.concatenate(probabilities), uris)
+
+
+def classification_metrics(test: Predictions, labels: Sequence[str]) -> dict:
+    """Accuracy, per-class precision/recall/F1/support and the confusion matrix (rows: true)."""
+    class_ids = list(range(len(labels)))
+    precision, recall, f1, support = sk_metrics.precision_recall_fscore_support(
+        test.label_ids, test.predicted, labels=class_ids, zero_division=0)
+    matrix = sk_metrics.confusion_matrix(test.label_ids, test.predicted, labels=class_ids)
+    per_class = {label: {"precision": float(precision[i]), "recall": float(recall[i]),
+                         "f1": float(f1[i]), "support": int(support[i])}
+                 for i, label in enumerate(labels)}
+    return {"test_accuracy": test.accuracy, "per_class": per_class,
+            "confusion_matrix": matrix.tolist(), "labels": list(labels)}
+
+
+def format_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> str:
+    """A plain-text table, true classes down, predicted across."""
+    width = max(max(len(label) for label in labels), max(len(str(n)) for row in matrix
+                                                          for n in row), len("true\\pred"))
+    lines = [" ".join(["true\\pred".ljust(width)] + [label.rjust(width) for label in labels])]
+    for label, row in zip(labels, matrix):
+        lines.append(" ".join([label.ljust(width)] + [str(n).rjust(width) for n in row]))
+    return "\n".join(lines)
+
+
+def write_confusion_csv(matrix: Sequence[Sequence[int]], labels: Sequence[str],
+                        path: str) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([""] + list(labels))
+        for label, row in zip(labels, matrix):
+            writer.writerow([label] + list(row))
+
+
+def write_errors_csv(test: Predictions, labels: Sequence[str], path: str) -> int:
+    """Misclassified test records, most confident first; returns how many."""
+    predicted = test.predicted
+    confidence = test.probabilities[np.arange(len(predicted)), predicted]
+    wrong = np.flatnonzero(predicted != test.label_ids)
+    wrong = wrong[np.argsort(-confidence[wrong], kind="stable")]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([record.URI, "true", "predicted", "confidence"])
+        for i in wrong:
+            writer.writerow([test.uris[i], labels[test.label_ids[i]], labels[predicted[i]],
+                             f"{confidence[i]:.6f}"])
+    return len(wrong)
+
+
+def evaluate(model: keras.Model, training_data: TrainingData, config: TrainConfig,
+             model_dir: str, history: Mapping[str, Sequence[float]]) -> dict:
+    """Evaluate the (restored best) model, write the report files, return the metrics."""
+    labels = training_data.labels
+    test = predict_split(model, training_data, "test", config)
+    validation = predict_split(model, training_data, "validation", config)
+    metrics = classification_metrics(test, labels)
+    metrics["validation_accuracy"] = validation.accuracy
+    metrics["counts"] = {split: training_data.counts(split) for split in record.SPLITS}
+    metrics["runs"] = [run.run_id for run in training_data.runs]
+    metrics["backbone"] = training_data.fingerprint
+    metrics["errors"] = write_errors_csv(test, labels, os.path.join(model_dir, ERRORS_CSV))
+    with open(os.path.join(model_dir, METRICS_FILE), "w") as f:
+        json.dump(metrics, f, indent=2)
+    write_confusion_csv(metrics["confusion_matrix"], labels, os.path.join(model_dir, CONFUSION_CSV))
+    plots.plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), labels,
+                                os.path.join(model_dir, CONFUSION_PNG))
+    plots.plot_training_curves(history, os.path.join(model_dir, CURVES_PNG))
+    print(format_confusion_matrix(metrics["confusion_matrix"], labels))
+    return metrics

@@ -1,0 +1,31 @@
+"""Classification heads on transfer values, each built by one function from the config.
+
+Every head starts with a `Normalization` layer holding the train split's mean and variance, so
+the z-score travels inside the model (and its serving export) instead of being a step callers
+must remember.  Training code receives a `keras.Model` and never asks which head it is.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from schemas import record
+from trainer.config import TrainConfig
+
+
+def build_model(config: TrainConfig, feature_dim: int, num_classes: int,
+                train_mean: np.ndarray, train_variance: np.ndarray) -> keras.Model:
+    """transfer_values float32[N, D] → class probabilities float32[N, C] (uncompiled)."""
+    regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
+    inputs = keras.Input(shape=(feature_dim,), dtype="float32", name=record.TRANSFER_VALUES)
+    x = keras.layers.Normalization(mean=np.asarray(train_mean, np.float32),
+                                   variance=np.asarray(train_variance, np.float32),
+                                   name="zscore")(inputs)
+    if config.head == "hidden":
+        x = keras.layers.Dense(config.hidden_units, activation="relu",
+                               kernel_regularizer=regularizer, name="hidden")(x)
+        x = keras.layers.Dropout(config.dropout, seed=config.seed, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax",
+                                 kernel_regularizer=regularizer, name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=f"{config.head}_head")

@@ -1,0 +1,148 @@
+"""`tv-train`: fit a head on committed runs, keep the best epoch, evaluate on test, export.
+
+    tv-train --data=DIR --model_dir=DIR [--head=softmax|hidden] [--epochs N] ...
+
+Everything a Keras callback already does (early stopping with best-weight restore, best
+checkpoint, TensorBoard, CSV log) is done by that callback.  A fixed `--seed` seeds Python,
+NumPy, TensorFlow and the input order, so the same seed gives the same metrics twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import logging
+import os
+import sys
+from typing import Sequence
+
+import keras
+
+from beam_jobs import backbones
+from beam_jobs.cli import main
+from beam_jobs.errors import UserError
+from trainer import evaluate
+from trainer.config import HEADS, TrainConfig
+from trainer.data import (TRAIN, VALIDATION, TrainingData, dataset, feature_moments,
+                          open_training_data)
+from trainer.export import SERVING_DIR, export_serving
+from trainer.heads import build_model
+
+CHECKPOINT = os.path.join("checkpoints", "best.weights.h5")
+LOGS_DIR = "logs"
+TRAINING_LOG = "training_log.csv"
+MONITOR = "val_accuracy"
+
+
+def loss(config: TrainConfig, num_classes: int):
+    """Sparse cross-entropy; with label smoothing, the dense form on one-hot labels (Keras's
+    sparse loss has no smoothing option)."""
+    if config.label_smoothing == 0:
+        return keras.losses.SparseCategoricalCrossentropy()
+    smoothed = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+
+    def smoothed_sparse_crossentropy(label_ids, probabilities):
+        label_ids = keras.ops.reshape(keras.ops.cast(label_ids, "int32"), (-1,))
+        return smoothed(keras.ops.one_hot(label_ids, num_classes), probabilities)
+
+    return smoothed_sparse_crossentropy
+
+
+def callbacks(config: TrainConfig, model_dir: str) -> list[keras.callbacks.Callback]:
+    """Best-epoch restore, best checkpoint and logs: each one stock Keras callback."""
+    chosen = [
+        keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience,
+                                      restore_best_weights=True),
+        keras.callbacks.ModelCheckpoint(os.path.join(model_dir, CHECKPOINT), monitor=MONITOR,
+                                        mode="max", save_best_only=True, save_weights_only=True),
+        keras.callbacks.CSVLogger(os.path.join(model_dir, TRAINING_LOG)),
+    ]
+    # TensorFlow no longer pulls in TensorBoard; without it the callback fails mid-fit.
+    if importlib.util.find_spec("tensorboard") is not None:
+        chosen.append(keras.callbacks.TensorBoard(os.path.join(model_dir, LOGS_DIR)))
+    else:
+        logging.warning("tensorboard is not installed: no TensorBoard logs in %s", model_dir)
+    return chosen
+
+
+def fit(config: TrainConfig, training_data: TrainingData, model_dir: str,
+        verbose: int = 0) -> tuple[keras.Model, dict]:
+    """Build the configured head and fit it; returns the best-epoch model and its history."""
+    mean, variance = feature_moments(training_data, config)
+    model = build_model(config, training_data.feature_dim, training_data.num_classes,
+                        mean, variance)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                  loss=loss(config, training_data.num_classes),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    os.makedirs(os.path.join(model_dir, os.path.dirname(CHECKPOINT)), exist_ok=True)
+    history = model.fit(dataset(training_data, TRAIN, config, training=True),
+                        validation_data=dataset(training_data, VALIDATION, config),
+                        epochs=config.epochs, callbacks=callbacks(config, model_dir),
+                        shuffle=False,  # the input pipeline shuffles, seeded; Keras cannot
+                        verbose=verbose)
+    return model, history.history
+
+
+def train(config: TrainConfig, data: str, model_dir: str, *, verbose: int = 0,
+          export: bool = True) -> dict:
+    """Train, evaluate and (unless `export=False`) export; returns the metrics.json content."""
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)
+    training_data = open_training_data(data)
+    backbone = serving_backbone(training_data) if export else None
+    os.makedirs(model_dir, exist_ok=True)
+    model, history = fit(config, training_data, model_dir, verbose)
+    metrics = evaluate.evaluate(model, training_data, config, model_dir, history)
+    if backbone is not None:
+        export_serving(model, backbone, training_data.labels, os.path.join(model_dir, SERVING_DIR))
+    return metrics
+
+
+def serving_backbone(training_data: TrainingData) -> backbones.Backbone:
+    """The runs' backbone, loaded before training so a mismatch costs no training time."""
+    backbone = backbones.load(training_data.backbone_handle)
+    if backbone.fingerprint != training_data.fingerprint:
+        raise UserError(f"The backbone {training_data.backbone_handle!r} now has fingerprint "
+                        f"{backbone.fingerprint}, but the runs were extracted with "
+                        f"{training_data.fingerprint}; re-extract before training.")
+    return backbone
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="tv-train", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True,
+                        help="a committed run folder, or an extract output holding runs/")
+    parser.add_argument("--model_dir", required=True, help="where checkpoints, metrics, plots "
+                        "and the serving export go")
+    parser.add_argument("--head", choices=HEADS, default=defaults.head)
+    for name in ("epochs", "batch_size", "patience", "seed", "hidden_units"):
+        parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
+    for name in ("learning_rate", "dropout", "l2", "label_smoothing"):
+        parser.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
+    parser.add_argument("--verbose", action="store_true", help="log progress; show tracebacks")
+    return parser.parse_args(argv)
+
+
+def run(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    if not os.path.exists(args.data) and "://" not in args.data:
+        raise UserError(f"--data {args.data} does not exist.")
+    metrics = train(config, args.data, args.model_dir, verbose=2)
+    print(f"test accuracy: {metrics['test_accuracy']:.4f} "
+          f"(validation {metrics['validation_accuracy']:.4f})")
+    print(f"outputs: {os.path.abspath(args.model_dir)} "
+          f"(serving model: {os.path.join(os.path.abspath(args.model_dir), SERVING_DIR)})")
+    return metrics
+
+
+def console() -> int:
+    """console_scripts entry point: `tv-train = trainer.train:console`."""
+    return main(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main(run))
