@@ -27,6 +27,8 @@ TEST = [
     # build available offline on our machines (any other version pulls a CUDA build).
     "torch==2.13.0",
     "efficientnet-lite-pytorch==0.1.0",
+    # Real photos (chelsea, coffee) for the top-1 parity check.
+    "scikit-image>=0.24",
 ]
 
 setup(
