@@ -7,7 +7,7 @@ FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 DEMO_LIMIT ?= train=5000,test=1000
 DEMO_OUT ?= demo_output
 
-.PHONY: demo test install data clean
+.PHONY: demo test lint install data clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,11 @@ demo: install data
 
 test: install
 	$(BIN)/python -m pytest -q tests
+
+# Code health (ruff.toml, mypy.ini); .ci/run calls it after the tests.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

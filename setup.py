@@ -23,6 +23,9 @@ REQUIRED = [
 
 TEST = [
     "pytest>=8",
+    # Code health, run by .ci/run (configured in pyproject.toml).
+    "ruff>=0.6",
+    "mypy>=1.10",
     # Reference architecture and runtime for the backbone parity tests only; 2.13.0 is the CPU
     # build available offline on our machines (any other version pulls a CUDA build).
     "torch==2.13.0",
@@ -42,9 +45,12 @@ setup(
     extras_require={"test": TEST},
     entry_points={
         "console_scripts": [
-            "tv-extract=beam_jobs.extract:console",
-            "tv-train=trainer.train:console",
-            "tv-predict=trainer.predict:console",
+            # Through beam_jobs.cli so TensorFlow's start-up banner is filtered before the
+            # command module imports it (see beam_jobs.cli.launch).
+            "tv-extract=beam_jobs.cli:tv_extract",
+            "tv-train=beam_jobs.cli:tv_train",
+            "tv-predict=beam_jobs.cli:tv_predict",
+            "tv-retrain=beam_jobs.cli:tv_retrain",
         ],
     },
 )

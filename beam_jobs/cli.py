@@ -1,22 +1,107 @@
-"""What every console script shares: quiet TensorFlow, the exit-code contract, the TFT guard."""
+"""What every console script shares: the exit-code contract, one log format, quiet TensorFlow,
+`--config` files, `--help` with a worked example, and the TFT exit guard.
+
+Exit codes: 0 success; 2 a problem the user can fix (bad flag, missing input, unknown backbone,
+unwritable output), stated as one sentence on stderr; anything else is a bug and keeps its
+traceback. `--verbose` logs at INFO and keeps the traceback of user errors too.
+"""
 
 from __future__ import annotations
 
+import argparse
 import atexit
+import contextlib
 import gc
+import importlib
+import importlib.util
 import logging
 import os
+import re
 import sys
-from typing import Callable, Sequence
+import tempfile
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
+from beam_jobs.config import FLAG as CONFIG_FLAG
+from beam_jobs.config import expand_config
 from beam_jobs.errors import UserError
 
 EXIT_USAGE = 2
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+VERBOSE_FLAG = "--verbose"
+CONFIG_HELP = ("YAML file of option: value pairs (any option of this command); flags typed on "
+               "the command line override it")
+
+# What TensorFlow's native libraries print at import, before absl logging exists (so
+# TF_CPP_MIN_LOG_LEVEL cannot stop it), and the CUDA probe on machines without a GPU.
+_TF_STARTUP_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\)"
+    r"|^[IWE]\d{4} [\d:. ]+\d+ (port\.cc|cudart_stub\.cc|cuda_platform\.cc|cuda_executor\.cc"
+    r"|cuda_dnn\.cc|cuda_fft\.cc|cuda_blas\.cc|cpu_feature_guard\.cc|computation_placer\.cc)"
+    r"|^To enable the following instructions: .* rebuild TensorFlow")
+
+
+def configure_logging(verbose: bool) -> None:
+    """One format for every command; WARNING by default, INFO with --verbose."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT,
+                        force=True)
+    if not verbose:
+        for noisy in ("apache_beam", "absl", "tensorflow"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger("absl").addFilter(_drop_known_library_advice)
+
+
+def _drop_known_library_advice(record: logging.LogRecord) -> bool:
+    """Library advice addressed to us, not to the user (shown with --verbose)."""
+    return "passing instance dicts and DatasetMetadata to TFT" not in str(record.msg)
 
 
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's start-up noise unless the user asked for it."""
+    """Silence TensorFlow's C++ INFO/WARNING logs (kept when TF_CPP_MIN_LOG_LEVEL is set)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def _filtered_stderr() -> Iterator[None]:
+    """Capture fd 2 (native code writes there directly) and replay all but known start-up noise,
+    so a real error printed during import still reaches the user."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if not _TF_STARTUP_NOISE.search(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow (if installed) and run its CUDA probe with the banner filtered."""
+    if importlib.util.find_spec("tensorflow") is not None:
+        with _filtered_stderr():
+            importlib.import_module("tensorflow").config.list_physical_devices("GPU")
+
+
+def _wants_help(argv: Sequence[str]) -> bool:
+    return any(arg in ("-h", "--help") for arg in argv)
+
+
+def import_quietly(module: str, with_tensorflow: bool = True) -> Any:
+    """Import a command module, and TensorFlow (which the commands import lazily, later),
+    without TF's start-up banner; the CUDA probe runs here too, so its error line is caught."""
+    with _filtered_stderr():
+        loaded = importlib.import_module(module)
+        if with_tensorflow and importlib.util.find_spec("tensorflow") is not None:
+            importlib.import_module("tensorflow").config.list_physical_devices("GPU")
+    return loaded
 
 
 def guard_exit_segfault() -> None:
@@ -25,14 +110,90 @@ def guard_exit_segfault() -> None:
     atexit.register(gc.freeze)
 
 
+class UsageParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is a `UserError` (one sentence, exit 2), not usage + exit."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(f"{message[0].upper()}{message[1:]} (see {self.prog} --help).")
+
+
+def argument_parser(prog: str, description: str, example: str) -> argparse.ArgumentParser:
+    """A parser whose --help ends with a worked example and that accepts --config=FILE."""
+    parser = UsageParser(prog=prog, description=description, epilog=example,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(CONFIG_FLAG, metavar="FILE", help=CONFIG_HELP)
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse flags after expanding --config (flags typed later override the file)."""
+    return parser.parse_args(expand_config(sys.argv[1:] if argv is None else argv))
+
+
+@contextlib.contextmanager
+def _argparse_errors_are_user_errors() -> Iterator[None]:
+    """Beam parses options with its own parsers; route their errors through UserError too."""
+    original = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = UsageParser.error  # type: ignore[assignment, method-assign]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = original  # type: ignore[assignment, method-assign]
+
+
+def pipeline_help(prog: str, description: str, example: str, option_classes: Sequence[type],
+                  beam_note: str) -> str:
+    """--help for a Beam job: our options in full, then a pointer to Beam's, then the example."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     epilog=f"{textwrap.fill(beam_note, 78)}\n\n{example}",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(CONFIG_FLAG, metavar="FILE", help=CONFIG_HELP)
+    for cls in option_classes:
+        cls._add_argparse_args(parser)  # type: ignore[attr-defined]
+    return parser.format_help()
+
+
+def parse_pipeline_options(argv: Sequence[str] | None, option_class: type, *, prog: str,
+                           description: str, example: str, beam_note: str = "") -> Any:
+    """PipelineOptions from flags + --config, strict: an unknown or malformed flag is a
+    UserError (Beam alone would only log "Discarding unparseable args")."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    args = expand_config(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        print(pipeline_help(prog, description, example, [option_class], beam_note))
+        raise SystemExit(0)
+    options = PipelineOptions(args)
+    beam_options_log = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_options_log.level
+    beam_options_log.setLevel(logging.ERROR)  # we report unknown flags ourselves, below
+    try:
+        with _argparse_errors_are_user_errors():
+            known = options.get_all_options(drop_default=False)
+            every = options.get_all_options(drop_default=False, retain_unknown_options=True)
+            options.view_as(option_class)
+    finally:
+        beam_options_log.setLevel(level)
+    unknown = sorted(set(every) - set(known))
+    if unknown:
+        raise UserError(f"Unknown option --{unknown[0]} (see {prog} --help).")
+    missing = [f"--{name}" for name in getattr(option_class, "REQUIRED", ())
+               if getattr(options.view_as(option_class), name) in (None, "")]
+    if missing:
+        raise UserError(f"The following arguments are required: {', '.join(missing)} "
+                        f"(see {prog} --help).")
+    return options
+
+
 def main(run: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
     """Run a command; a `UserError` becomes one sentence on stderr and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbose = "--verbose" in argv
+    verbose = VERBOSE_FLAG in argv
     quiet_tensorflow()
     guard_exit_segfault()
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose)
+    if not verbose and "tensorflow" not in sys.modules and not _wants_help(argv):
+        import_tensorflow_quietly()  # `python -m …` paths, where launch() did not run
     try:
         run(argv)
     except UserError as err:
@@ -40,4 +201,56 @@ def main(run: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
             raise
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
+
+
+def launch(module: str) -> int:
+    """Console-script body: quiet TensorFlow *before* the command module imports it, then
+    run that module's `run(argv)` under `main`."""
+    quiet_tensorflow()
+    verbose = VERBOSE_FLAG in sys.argv[1:] or os.environ.get("TV_TF_STARTUP_LOGS") == "1"
+    command = (importlib.import_module(module) if verbose
+               else import_quietly(module, with_tensorflow=not _wants_help(sys.argv[1:])))
+    return main(command.run)
+
+
+# Entry points named in setup.py. The modules are named, not imported, here so that TensorFlow
+# is imported only once stderr is filtered (and so that beam_jobs does not import trainer).
+def tv_extract() -> int:
+    return launch("beam_jobs.extract")
+
+
+def tv_train() -> int:
+    return launch("trainer.train")
+
+
+def tv_predict() -> int:
+    return launch("trainer.predict")
+
+
+def tv_retrain() -> int:
+    return launch("trainer.retrain")
+
+
+def check_writable(folder: str, flag: str) -> None:
+    """Fail in the first second, not after the whole job, when the output cannot be written."""
+    import uuid
+
+    from apache_beam.io.filesystems import FileSystems
+
+    probe = FileSystems.join(folder, f".tv-write-probe-{uuid.uuid4().hex}")
+    try:
+        with FileSystems.create(probe) as f:
+            f.write(b"")
+        FileSystems.delete([probe])
+    except Exception as err:
+        raise UserError(f"Cannot write to {flag}={folder} ({_first_line(err)}); choose a "
+                        f"folder you can write to.") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:160] if text else type(err).__name__

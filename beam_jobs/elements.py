@@ -27,8 +27,10 @@ class SourceImage:
     """One input image as a source found it.
 
     Exactly one of `encoded` (file bytes: JPEG, PNG, ...) and `pixels` (already decoded uint8
-    [H, W, C], as IDX and CIFAR store them) is set.  `source_split` is the source's own split
-    ("train"/"test") when it has one; it wins over hashing.
+    [H, W, C], as IDX and CIFAR store them) is set, unless the source could not read the input
+    at all: then `rejected` holds (reason, detail) and the input leaves as a dead letter before
+    de-duplication, still counted once.  `source_split` is the source's own split
+    ("train"/"validation"/"test") when it has one; it wins over hashing.
     """
 
     uri: str
@@ -36,12 +38,21 @@ class SourceImage:
     encoded: Optional[bytes] = None
     pixels: Optional[np.ndarray] = None
     source_split: Optional[str] = None
+    rejected: Optional[tuple[str, str]] = None
+
+    @classmethod
+    def unusable(cls, uri: str, reason: str, detail: str, label: str = "") -> "SourceImage":
+        """An input the source found but could not turn into image bytes (still an input)."""
+        assert reason in REASONS, reason
+        return cls(uri=uri, label=label, rejected=(reason, detail))
 
     @property
     def image_id(self) -> str:
         """SHA-256 of the image bytes: identical images share an id across runs and sources."""
         if self.encoded is not None:
             return hashlib.sha256(self.encoded).hexdigest()
+        if self.pixels is None:  # unusable: no bytes; unique per uri so no grouping merges them
+            return hashlib.sha256(b"unusable:" + self.uri.encode()).hexdigest()
         pixels = np.ascontiguousarray(self.pixels, dtype=np.uint8)
         header = ("x".join(map(str, pixels.shape)) + ";").encode()
         return hashlib.sha256(header + pixels.tobytes()).hexdigest()

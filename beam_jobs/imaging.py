@@ -12,7 +12,10 @@ import io
 import numpy as np
 
 RESIZE_METHOD = "bilinear"
-RESIZE_POLICY = "squash"  # the whole image is scaled to S×S, aspect ratio not kept
+RESIZE_POLICY = "squash"  # the default: the whole image is scaled to S×S, aspect ratio not kept
+# squash: scale to S×S; crop: centre square of side min(H, W), then scale (edges lost);
+# pad: centre the image on a black square of side max(H, W), then scale (nothing lost).
+RESIZE_POLICIES = ("squash", "crop", "pad")
 
 
 class DecodeError(Exception):
@@ -24,61 +27,105 @@ class DecodeError(Exception):
         self.detail = detail
 
 
-def resize_to_square(images, size: int):
+def resize_to_square(images, size: int, policy: str = RESIZE_POLICY):
     """uint8 [H,W,C] or [N,H,W,C] (C = 1 or 3) → uint8 [..., size, size, 3]; a TF op.
 
     Antialiased bilinear, then rounded: keeping uint8 between stages halves the bytes that
-    move between Beam stages and matches what a decoder hands the serving graph.
+    move between Beam stages and matches what a decoder hands the serving graph.  `policy`
+    (one of RESIZE_POLICIES) is recorded in the run's manifest as `options.resize.policy`;
+    the serving export must pass the same one.
     """
     import tensorflow as tf
 
     images = tf.convert_to_tensor(images)
     if images.shape[-1] == 1:
         images = tf.image.grayscale_to_rgb(images)
+    images = _make_square(images, policy)
     resized = tf.image.resize(tf.cast(images, tf.float32), [size, size],
                               method=RESIZE_METHOD, antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def _make_square(images, policy: str):
+    """Centre-crop or pad to a square (dynamic shapes work: the serving graph has them)."""
+    import tensorflow as tf
+
+    if policy == "squash":
+        return images
+    shape = tf.shape(images)
+    height, width = shape[-3], shape[-2]
+    if policy == "crop":
+        side = tf.minimum(height, width)
+        return tf.image.crop_to_bounding_box(images, (height - side) // 2,
+                                             (width - side) // 2, side, side)
+    if policy == "pad":
+        side = tf.maximum(height, width)
+        return tf.image.pad_to_bounding_box(images, (side - height) // 2,
+                                            (side - width) // 2, side, side)
+    raise ValueError(f"Unknown resize policy {policy!r}: use one of {RESIZE_POLICIES}.")
+
+
+# Leading bytes of the formats we accept: bytes that start like one of these but cannot be
+# opened were cut short (truncated); anything else is not an image at all.
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00",
+               b"MM\x00*", b"BM", b"RIFF")
 
 
 def decode_rgb(encoded: bytes, max_pixels: int = 89_478_485) -> np.ndarray:
     """Encoded bytes → uint8 [H, W, 3] RGB, or `DecodeError` with a dead-letter reason.
 
     Pillow rather than tf.io.decode_image because it reads more formats (CMYK, 16-bit,
-    palette) and fails with an exception we can classify instead of a crashed op.
+    palette) and fails with an exception we can classify instead of a crashed op.  The pixel
+    limit is checked on the declared size, before any pixel is decoded (decompression bombs).
+    Details are free of object addresses so the same bytes always give the same dead letter.
     """
+    import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not encoded:
         raise DecodeError("empty", "zero bytes")
+    if max_pixels > (Image.MAX_IMAGE_PIXELS or 0):
+        Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's bomb guard must not undercut ours
     try:
-        with Image.open(io.BytesIO(encoded)) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise DecodeError("too_large", f"{width}x{height} exceeds {max_pixels} pixels")
-            image.seek(0)
-            image = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(image)
-            return np.asarray(rgb, dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(encoded)) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise DecodeError("too_large",
+                                      f"{width}x{height} exceeds {max_pixels} pixels")
+                image.seek(0)  # animations and multi-page files: the first frame
+                upright = ImageOps.exif_transpose(image)
+                return np.asarray(_to_rgb(upright), dtype=np.uint8)
     except DecodeError:
         raise
-    except UnidentifiedImageError as err:
-        raise DecodeError("not_an_image", str(err)) from None
+    except UnidentifiedImageError:
+        if encoded.startswith(_SIGNATURES):
+            raise DecodeError("truncated", f"starts like an image but its header is cut "
+                                           f"short or corrupt ({len(encoded)} bytes)") from None
+        raise DecodeError("not_an_image", f"not a known image format; starts with "
+                                          f"{encoded[:16]!r}") from None
     except Image.DecompressionBombError as err:
         raise DecodeError("too_large", str(err)) from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
         reason = "truncated" if "truncat" in str(err).lower() else "unreadable"
-        raise DecodeError(reason, str(err)) from None
+        raise DecodeError(reason, f"{type(err).__name__}: {err}") from None
 
 
 def _to_rgb(image):
+    """Any Pillow mode → RGB: alpha composited on white, 16-bit scaled down, CMYK converted."""
     from PIL import Image
 
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+            image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
         array = np.asarray(image, dtype=np.float64)
-        scale = 255.0 / 65535.0 if array.max() > 255 else 1.0
-        return Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8)).convert("RGB")
+        # I;16 is 16-bit by definition; Pillow also opens some 16-bit files as 32-bit "I".
+        wide = image.mode.startswith("I;16") or array.max(initial=0) > 255
+        scaled = array / 257.0 if wide else array
+        return Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8)).convert("RGB")
     return image.convert("RGB")

@@ -11,6 +11,8 @@ native images are cheaper to move between stages than 224×224 ones.
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
@@ -19,24 +21,82 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from beam_jobs.backbones import Backbone
 from beam_jobs.imaging import resize_to_square
 
+INTRA_OP_ENV = "TF_NUM_INTRAOP_THREADS"  # read by TensorFlow when its runtime starts
+INTER_OP_ENV = "TF_NUM_INTEROP_THREADS"
+
+
+def threads_per_worker(options) -> int:
+    """TF intra-op threads for each worker process, so that workers together fill the cores once.
+
+    `--inference_threads` wins; with DirectRunner's multi_processing each of N workers gets
+    cores // N (two processes with TF's default of one thread per core each would run four
+    busy threads on two cores); otherwise 0, TensorFlow's default.
+    """
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    from beam_jobs.options import ExtractOptions
+
+    chosen = options.view_as(ExtractOptions).inference_threads
+    direct = options.view_as(DirectOptions)
+    if chosen or direct.direct_running_mode != "multi_processing":
+        return chosen
+    cores = os.cpu_count() or 1
+    return max(1, cores // (direct.direct_num_workers or cores))
+
+
+def pin_tf_threads(threads: int) -> None:
+    """Give TensorFlow `threads` intra-op and one inter-op thread in this process and in worker
+    processes started from it (they inherit the environment); a no-op where TF already runs."""
+    os.environ.setdefault(INTRA_OP_ENV, str(threads))
+    os.environ.setdefault(INTER_OP_ENV, "1")
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # TF already initialised in this process; keep its setting
+
+
+_RESIZERS: dict[tuple[str, int, int], Any] = {}  # per process, built on first use
+
+
+def compiled_resize(size: int, policy: str, channels: int):
+    """`resize_to_square` as one graph per (size, policy, channels), for any image shape.
+
+    The same ops as the serving graph runs, without eager dispatch of each: 1.5x faster on
+    500x375 photos, which arrive one shape at a time.
+    """
+    key = (policy, size, channels)
+    resize = _RESIZERS.get(key)
+    if resize is None:
+        import tensorflow as tf
+
+        resize = tf.function(functools.partial(resize_to_square, size=size, policy=policy),
+                             input_signature=[tf.TensorSpec([None, None, None, channels],
+                                                            tf.uint8)],
+                             autograph=False)
+        _RESIZERS[key] = resize
+    return resize
+
 
 class BackboneModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
     """uint8 [S,S,3] images in, float32 [D] transfer values out, in batches."""
 
-    def __init__(self, backbone: Backbone, min_batch_size: int = 8, max_batch_size: int = 64,
-                 intra_op_threads: int = 0):
-        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
+    def __init__(self, backbone: Backbone, min_batch_size: Optional[int] = None,
+                 max_batch_size: int = 64, intra_op_threads: int = 0,
+                 resize_policy: str = "squash"):
+        # Fixed-size batches by default: BatchElements would otherwise start at a few images
+        # and grow, and small batches cost the backbone up to twice as much per image.
+        super().__init__(min_batch_size=min_batch_size or max_batch_size,
+                         max_batch_size=max_batch_size)
         self._backbone = backbone
         self._intra_op_threads = intra_op_threads
+        self._resize_policy = resize_policy  # recorded in the manifest; serving reuses it
 
     def load_model(self) -> Any:
-        import tensorflow as tf
-
         if self._intra_op_threads:
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(self._intra_op_threads)
-            except RuntimeError:
-                pass  # TF already initialised in this process; keep its setting
+            pin_tf_threads(self._intra_op_threads)
         return self._backbone.signature()
 
     def run_inference(self, batch: Sequence[np.ndarray], model: Any,
@@ -59,7 +119,8 @@ class BackboneModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
             groups.setdefault(image.shape, []).append(index)
         for indices in groups.values():
             stacked = np.stack([batch[i] for i in indices])
-            out[indices] = resize_to_square(stacked, size).numpy()
+            resize = compiled_resize(size, self._resize_policy, stacked.shape[-1])
+            out[indices] = resize(stacked).numpy()
         return out
 
     def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:

@@ -6,14 +6,22 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 
 class ExtractOptions(PipelineOptions):
+    # Not argparse's required=True: Beam parses every PipelineOptions subclass for every
+    # pipeline in the process, so that would break unrelated pipelines (tests, TFT's own).
+    # beam_jobs.cli.parse_pipeline_options checks these instead.
+    REQUIRED = ("source", "output")
+
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--source", required=True,
-                            help="KIND:URI, KIND in folder | idx (e.g. idx:/data/fashion-mnist)")
-        parser.add_argument("--output", required=True,
+        parser.add_argument("--source",
+                            help="KIND:URI, KIND in folder | manifest | tfrecord | cifar10 | idx "
+                                 "(e.g. idx:/data/fashion-mnist, tfrecord:gs://b/train-*)")
+        parser.add_argument("--output",
                             help="folder (any Beam filesystem) that receives runs/<run_id>/")
         parser.add_argument("--backbone", default="efficientnet_lite0",
-                            help="registered name or a SavedModel folder")
+                            help="efficientnet_lite0 (embedded), a preset (mobilenet_v2, "
+                                 "inception_v3), PRESET=SOURCE, a TF Hub/Kaggle handle, a gs:// "
+                                 "or local SavedModel folder, or a .keras file")
         parser.add_argument("--splits", default="80,10,10",
                             help="train,validation,test percentages for images whose source has "
                                  "no split of its own")
@@ -28,8 +36,30 @@ class ExtractOptions(PipelineOptions):
                             help="largest batch fed to the backbone")
         parser.add_argument("--max_pixels", type=int, default=89_478_485,
                             help="images declaring more pixels are rejected as too_large")
+        parser.add_argument("--resize_policy", default="squash",
+                            choices=("squash", "crop", "pad"),
+                            help="how images become the backbone's square input: squash (scale, "
+                                 "aspect not kept), crop (centre square) or pad (black borders); "
+                                 "recorded in manifest.json, the serving model does the same")
+        parser.add_argument("--tfrecord_image_key", default=None,
+                            help="tfrecord source: feature key(s) of the encoded image, comma "
+                                 "separated, first present wins (default: image/encoded, "
+                                 "image_raw, image, encoded)")
+        parser.add_argument("--tfrecord_label_key", default=None,
+                            help="tfrecord source: feature key(s) of the label, text or int64 "
+                                 "(default: image/class/text, image/class/label, label)")
         parser.add_argument("--inference_threads", type=int, default=0,
-                            help="TF intra-op threads per worker process (0: TF decides)")
+                            help="TF intra-op threads per worker process (0: TF's default "
+                                 "in one process; cores / workers with "
+                                 "--direct_running_mode=multi_processing)")
         parser.add_argument("--run_id", default=None,
                             help="name of the run folder (default: UTC time + random suffix)")
+        parser.add_argument("--incremental", action="store_true",
+                            help="extract only images whose image_id no committed run of this "
+                                 "backbone under --output holds (or holds under another label)")
         parser.add_argument("--verbose", action="store_true", help="log more, keep tracebacks")
+        parser.add_argument("--no_progress", action="store_true",
+                            help="no progress lines (they are printed only to a terminal, and "
+                                 "only on local runners)")
+        parser.add_argument("--progress_interval", type=float, default=10.0,
+                            help="seconds between progress lines")

@@ -21,6 +21,7 @@ MANIFEST = "manifest.json"
 LABELS = "labels.txt"
 PARQUET_DIR = "parquet"
 DEAD_LETTERS_DIR = "dead_letters"
+TRANSFORM_FN = "transform_fn"  # tft_beam.WriteTransformFn's folder; TFTransformOutput(run.path)
 STAGING_PREFIX = ".staging-"
 
 

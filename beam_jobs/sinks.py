@@ -38,7 +38,8 @@ class WriteShards(beam.PTransform):
              | f"{split}/ToExample" >> beam.Map(schemas.to_tf_example)
              | f"{split}/WriteTFRecord" >> beam.io.WriteToTFRecord(
                  runs.join(self._run_dir, split), file_name_suffix=".tfrecord.gz",
-                 num_shards=self._num_shards, compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+                 num_shards=self._num_shards,
+                 compression_type=beam.io.filesystem.CompressionTypes.GZIP))
             (part
              | f"{split}/ToArrow" >> beam.Map(record.to_arrow_row)
              | f"{split}/WriteParquet" >> beam.io.WriteToParquet(

@@ -6,17 +6,19 @@ across runs, runners and incremental deltas; the same bytes can never land in tw
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_jobs.elements import (CONFLICTING_LABELS, DUPLICATE, SourceImage, dead_letter)
+from beam_jobs.elements import (CONFLICTING_LABELS, DUPLICATE, EMPTY, SourceImage,
+                                dead_letter)
 from beam_jobs.errors import UserError
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 DEAD_LETTER = "dead_letter"
 _BUCKETS = 10_000
+_HOLD_OUT_FIRST = {TEST: 0, VALIDATION: 1}  # which copy of the same bytes is kept
 
 
 def parse_percentages(text: str) -> tuple[float, float, float]:
@@ -36,17 +38,39 @@ def _bucket(image_id: str) -> float:
 
 def assign_split(image_id: str, source_split: str | None,
                  percentages: Sequence[float]) -> str:
-    """The source's own test split wins; its train split yields train/validation by hash."""
+    """The source's own test or validation split wins; its train split yields
+    train/validation by hash (validation carved out at the requested ratio)."""
     train, validation, test = percentages
     position = _bucket(image_id)
-    if source_split == TEST:
-        return TEST
+    if source_split in (TEST, VALIDATION):
+        return source_split
     if source_split == TRAIN:
         share = validation / (train + validation) if train + validation else 0.0
         return VALIDATION if position < share else TRAIN
     if position < test:
         return TEST
     return VALIDATION if position < test + validation else TRAIN
+
+
+class _SetAsideUnusable(beam.DoFn):
+    """Inputs with no bytes to compare leave before grouping: unreadable ones, and empty files
+    (all zero-byte files share one SHA-256, so grouping would call them duplicates)."""
+
+    def process(self, image: SourceImage) -> Iterator:
+        if image.rejected is not None:
+            reason, detail = image.rejected
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(image.uri, "read", reason,
+                                                                    detail))
+        elif image.encoded is not None and len(image.encoded) == 0:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(image.uri, "decode", EMPTY,
+                                                                    "zero bytes"))
+        else:
+            yield image
+
+
+class DedupOutputs(NamedTuple):
+    kept: beam.PCollection
+    dead_letter: beam.PCollection
 
 
 class _KeepOnePerImage(beam.DoFn):
@@ -59,7 +83,7 @@ class _KeepOnePerImage(beam.DoFn):
 
     def process(self, keyed: tuple[str, Iterable[SourceImage]]) -> Iterator:
         image_id, copies = keyed
-        copies = sorted(copies, key=lambda c: (c.source_split != TEST, c.uri))
+        copies = sorted(copies, key=lambda c: (_HOLD_OUT_FIRST.get(c.source_split, 2), c.uri))
         labels = sorted({c.label for c in copies})
         if len(labels) > 1:
             for copy in copies:
@@ -77,7 +101,7 @@ class _KeepOnePerImage(beam.DoFn):
 
 
 class DeduplicateAndSplit(beam.PTransform):
-    """SourceImage → (split, SourceImage) main output, dead letters on the `dead_letter` tag.
+    """SourceImage → `.kept` (split, SourceImage) and `.dead_letter` JSON lines.
 
     A test copy wins over a train copy of the same bytes so the test set never shrinks into
     training data.
@@ -87,9 +111,14 @@ class DeduplicateAndSplit(beam.PTransform):
         super().__init__()
         self._percentages = percentages
 
-    def expand(self, images):
-        return (images
+    def expand(self, images) -> DedupOutputs:
+        usable = images | "SetAsideUnusable" >> beam.ParDo(_SetAsideUnusable()).with_outputs(
+            DEAD_LETTER, main="usable")
+        kept = (usable.usable
                 | "KeyById" >> beam.Map(lambda image: (image.image_id, image))
                 | "GroupCopies" >> beam.GroupByKey()
                 | "KeepOne" >> beam.ParDo(_KeepOnePerImage(self._percentages)).with_outputs(
                     DEAD_LETTER, main="kept"))
+        dead = ((usable.dead_letter, kept.dead_letter)
+                | "DeadLetters" >> beam.Flatten())
+        return DedupOutputs(kept=kept.kept, dead_letter=dead)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+
 import numpy as np
 import pytest
 
@@ -101,3 +105,56 @@ def test_seeded_training_order_is_shuffled_and_repeatable(tmp_path):
     np.testing.assert_array_equal(first, second)
     assert not np.array_equal(first, unshuffled)
     assert sorted(first) == sorted(unshuffled)
+
+
+def _batches(training_data, config, split="train", training=False):
+    return [(values, labels) for values, labels in
+            dataset(training_data, split, config, training=training).as_numpy_iterator()]
+
+
+def test_parquet_input_yields_the_same_batches_as_tfrecord(tmp_path):
+    fx.write_run(str(tmp_path), "run-a", seed=1)
+    fx.write_run(str(tmp_path), "run-b", classes=("bird", "cat"), seed=2,
+                 per_class={"train": 7, "validation": 3, "test": 2})
+    training_data = open_training_data(str(tmp_path))
+    for training in (False, True):
+        tfrecord = _batches(training_data, CONFIG, training=training)
+        parquet = _batches(training_data, dataclasses.replace(CONFIG, input_format="parquet"),
+                           training=training)
+        assert len(tfrecord) == len(parquet)
+        for (values_a, labels_a), (values_b, labels_b) in zip(tfrecord, parquet):
+            np.testing.assert_array_equal(labels_a, labels_b)
+            np.testing.assert_array_equal(values_a, values_b)
+
+
+def test_balanced_class_weights_are_inverse_to_train_counts(tmp_path):
+    fx.write_run(str(tmp_path), "run-a", seed=1)  # 40 train per class
+    fx.write_run(str(tmp_path), "run-b", classes=("cat", "dog"), seed=2,
+                 per_class={"train": 20, "validation": 3, "test": 2})
+    weights = open_training_data(str(tmp_path)).class_weights()
+    # cat 60, dog 60, fish 40 of 160: n / (C * n_c)
+    assert weights == pytest.approx({0: 160 / 180, 1: 160 / 180, 2: 160 / 120})
+
+
+def test_unknown_schema_version_is_refused(tmp_path):
+    run_dir = fx.write_run(str(tmp_path), "run-a")
+    manifest_path = os.path.join(run_dir, "manifest.json")
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    with open(manifest_path, "w") as f:
+        json.dump(dict(manifest, schema_version=999), f)
+    with pytest.raises(UserError, match="schema version 999"):
+        open_training_data(str(tmp_path))
+
+
+def test_runs_of_different_resize_policies_are_refused(tmp_path):
+    for run_id, policy in (("run-a", "squash"), ("run-b", "crop")):
+        run_dir = fx.write_run(str(tmp_path), run_id)
+        manifest_path = os.path.join(run_dir, "manifest.json")
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        manifest["options"] = {"resize": {"policy": policy}}
+        with open(manifest_path, "w") as f:
+            json.dump(manifest, f)
+    with pytest.raises(UserError, match="resize"):
+        open_training_data(str(tmp_path))

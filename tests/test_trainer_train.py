@@ -31,10 +31,12 @@ def separable_runs(tmp_path_factory) -> str:
 def trained(separable_runs, tmp_path_factory) -> dict[str, tuple[str, dict]]:
     """Three trainings shared by the tests below: each head once, softmax twice (same seed)."""
     results = {}
-    for name, head in (("softmax", "softmax"), ("softmax_again", "softmax"),
-                       ("hidden", "hidden")):
+    for name, head, weights in (("softmax", "softmax", "none"),
+                                ("softmax_again", "softmax", "none"),
+                                ("hidden", "hidden", "balanced")):
         model_dir = str(tmp_path_factory.mktemp(name))
-        metrics = train(TrainConfig(head=head, **FAST), separable_runs, model_dir, export=False)
+        metrics = train(TrainConfig(head=head, class_weights=weights, **FAST), separable_runs,
+                        model_dir, export=False)
         results[name] = (model_dir, metrics)
     return results
 
@@ -54,7 +56,8 @@ def test_head_separates_separable_classes(trained, head):
 def test_training_writes_metrics_plots_errors_and_best_checkpoint(trained):
     model_dir, metrics = trained["softmax"]
     for name in ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png",
-                 "training_curves.png", "errors.csv", "training_log.csv",
+                 "training_curves.png", "errors.csv", "training_log.csv", "errors.png",
+                 "embedding_pca.png", "report.html",
                  os.path.join("checkpoints", "best.weights.h5")):
         assert os.path.getsize(os.path.join(model_dir, name)) > 0, name
     with open(os.path.join(model_dir, "metrics.json")) as f:
@@ -103,3 +106,67 @@ def test_cli_missing_data_exits_2_with_one_sentence(tmp_path, capsys):
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "nowhere" in err
+
+
+def test_metrics_report_top_k_accuracy_up_to_the_class_count(trained):
+    _, metrics = trained["hidden"]
+    top_k = metrics["top_k_accuracy"]
+    assert list(top_k) == ["top_1", "top_2", "top_3"]  # 3 classes cap the default k=5
+    assert top_k["top_1"] == pytest.approx(metrics["test_accuracy"])
+    assert top_k["top_1"] <= top_k["top_2"] <= top_k["top_3"] == 1.0
+
+
+def test_report_page_shows_every_picture_and_the_figures(trained):
+    model_dir, metrics = trained["softmax"]
+    with open(os.path.join(model_dir, "report.html")) as f:
+        page = f.read()
+    for picture in ("training_curves.png", "confusion_matrix.png", "errors.png",
+                    "embedding_pca.png"):
+        assert f'src="{picture}"' in page
+    assert f"{metrics['test_accuracy']:.4f}" in page
+    assert all(label in page for label in fx.CLASSES)
+
+
+def _set_schema_version(run_dir: str, version: int) -> None:
+    path = os.path.join(run_dir, "manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    with open(path, "w") as f:
+        json.dump(dict(manifest, schema_version=version), f)
+
+
+BAD_DATA = {
+    "uncommitted run": (lambda out: fx.write_run(out, "r", committed=False), "not a committed"),
+    "unknown schema version": (lambda out: _set_schema_version(fx.write_run(out, "r"), 99),
+                               "schema version 99"),
+    "empty validation split": (lambda out: fx.write_run(
+        out, "r", per_class={"train": 5, "validation": 0, "test": 5}), "validation split"),
+    "single class": (lambda out: fx.write_run(out, "r", classes=("cat",)), "at least 2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_cli_bad_data_exits_2_with_one_sentence(case, tmp_path, capsys):
+    make, phrase = BAD_DATA[case]
+    make(str(tmp_path / "out"))
+    data = str(tmp_path / "out" / "runs" / "r")
+    code = main(train_module.run, ["--data", data, "--model_dir", str(tmp_path / "model")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and phrase in err
+
+
+def test_cli_flags_reach_the_config():
+    args = train_module.parse_args(["--data", "d", "--model_dir", "m", "--format", "parquet",
+                                    "--class_weights", "balanced", "--label_smoothing", "0.1",
+                                    "--head", "hidden", "--top_k", "3"])
+    config = train_module.config_from_args(args)
+    assert (config.input_format, config.class_weights, config.label_smoothing, config.head,
+            config.top_k) == ("parquet", "balanced", 0.1, "hidden", 3)
+
+
+def test_cli_unknown_format_exits_2(tmp_path, capsys):
+    fx.write_run(str(tmp_path / "out"), "r")
+    code = main(train_module.run, ["--data", str(tmp_path / "out"), "--model_dir",
+                                   str(tmp_path / "model"), "--format", "csv"])
+    assert code == 2 and capsys.readouterr().err.startswith("error: ")

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from beam_jobs import backbones
-from beam_jobs.runs import LABELS, MANIFEST, RUNS_DIR, SUCCESS
+from beam_jobs.runs import LABELS, MANIFEST, PARQUET_DIR, RUNS_DIR, SUCCESS
 from schemas import SCHEMA_VERSION, record, to_tf_example
 from tests.make_data import png_bytes
 
@@ -34,13 +34,15 @@ def class_means(classes=CLASSES, feature_dim: int = FEATURE_DIM, spread: float =
 
 def _write_split(run_dir: str, run_id: str, split: str, labels: list[str], per_split: int,
                  fingerprint: str, means, rng, noise: float, shards: int) -> None:
+    """TFRecord shards and, row for row in the same order, Parquet shards."""
     paths = [os.path.join(run_dir, f"{split}-{s:05d}-of-{shards:05d}.tfrecord.gz")
              for s in range(shards)]
     writers = [tf.io.TFRecordWriter(path, options="GZIP") for path in paths]
+    parquet_rows: list[list[dict]] = [[] for _ in range(shards)]
     rows = [(label, i) for label in labels for i in range(per_split)]
     for n, (label, i) in enumerate(rows):
         uri = f"fake://{run_id}/{split}/{label}/{i}.png"
-        writers[n % shards].write(to_tf_example({
+        row = {
             record.IMAGE_ID: hashlib.sha256(uri.encode()).hexdigest(),
             record.URI: uri,
             record.LABEL: label,
@@ -48,9 +50,26 @@ def _write_split(run_dir: str, run_id: str, split: str, labels: list[str], per_s
             record.SPLIT: split,
             record.TRANSFER_VALUES: means[label] + rng.normal(0.0, noise, len(means[label])),
             record.BACKBONE: fingerprint,
-        }))
+        }
+        writers[n % shards].write(to_tf_example(row))
+        parquet_rows[n % shards].append(record.to_arrow_row(row))
     for writer in writers:
         writer.close()
+    _write_parquet(run_dir, split, parquet_rows, len(next(iter(means.values()))))
+
+
+def _write_parquet(run_dir: str, split: str, shards: list[list[dict]], feature_dim: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from schemas import arrow_schema
+
+    os.makedirs(os.path.join(run_dir, PARQUET_DIR), exist_ok=True)
+    schema = arrow_schema(feature_dim)
+    for s, rows in enumerate(shards):
+        table = pa.Table.from_pylist(rows, schema=schema)
+        pq.write_table(table, os.path.join(run_dir, PARQUET_DIR,
+                                           f"{split}-{s:05d}-of-{len(shards):05d}.parquet"))
 
 
 def write_run(out_dir: str, run_id: str, *, classes=CLASSES, per_class=None,

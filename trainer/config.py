@@ -12,6 +12,9 @@ import dataclasses
 from beam_jobs.errors import UserError
 
 HEADS = ("softmax", "hidden")
+TFRECORD, PARQUET = "tfrecord", "parquet"
+INPUT_FORMATS = (TFRECORD, PARQUET)
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,13 +32,22 @@ class TrainConfig:
     seed: int | None = 42  # None: faster non-deterministic input order, unrepeatable metrics
     shuffle_buffer: int = 10_000  # ≥ a few thousand examples means a full shuffle
     label_smoothing: float = 0.0
+    class_weights: str = "none"  # "balanced": weight n / (C · n_c), for imbalanced train splits
+    input_format: str = TFRECORD  # which shards to stream: the TFRecords or the Parquet copy
+    top_k: int = 5  # metrics.json reports top-1 … top-k accuracy (k capped at the class count)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
             raise UserError(f"Unknown head {self.head!r}: use one of {', '.join(HEADS)}.")
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise UserError(f"Unknown --class_weights {self.class_weights!r}: use one of "
+                            f"{', '.join(CLASS_WEIGHTS)}.")
+        if self.input_format not in INPUT_FORMATS:
+            raise UserError(f"Unknown --format {self.input_format!r}: use one of "
+                            f"{', '.join(INPUT_FORMATS)}.")
         positive = {"hidden_units": self.hidden_units, "learning_rate": self.learning_rate,
                     "batch_size": self.batch_size, "epochs": self.epochs,
-                    "shuffle_buffer": self.shuffle_buffer}
+                    "shuffle_buffer": self.shuffle_buffer, "top_k": self.top_k}
         for name, value in positive.items():
             if value <= 0:
                 raise UserError(f"--{name} must be positive, got {value}.")

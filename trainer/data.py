@@ -1,8 +1,9 @@
 """tf.data input from one or more committed runs: their union, with one label vocabulary.
 
 Shards are read straight from the run folders (any filesystem TensorFlow reads, `gs://`
-included), interleaved, shuffled for training, batched and only then parsed, so parsing is one
-vectorised op per batch instead of one per record.  Labels are mapped by *name* through the
+included), interleaved, parsed a thousand records per vectorised op, kept in memory when the
+split fits (so only the first epoch pays for GZIP and protobuf), shuffled for training and
+batched.  Labels are mapped by *name* through the
 union vocabulary: a record's `label_id` indexes its own run's labels.txt, and two runs may
 disagree on it.
 """
@@ -18,10 +19,14 @@ import tensorflow as tf
 from beam_jobs.errors import UserError
 from beam_jobs.runs import Run, resolve_runs
 from schemas import record, tf_feature_spec
-from trainer.config import TrainConfig
+from trainer.config import PARQUET, TFRECORD, TrainConfig
+from trainer.parquet_input import parquet_rows
+from trainer.union import NONE, Superseded, newest_wins, superseded_filter
 
 TRAIN, VALIDATION, TEST = record.SPLITS
 _MAX_CYCLE = 8  # shards read at once; fixed so the interleaved order does not depend on cores
+_PARSE_BATCH = 1024  # records parsed per vectorised parse_example call
+_CACHE_BYTES = 2 << 30  # a split whose transfer values fit is parsed once and kept in memory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,13 +38,26 @@ class TrainingData:
     feature_dim: int
     fingerprint: str
     backbone_handle: str  # what `beam_jobs.backbones.load` takes to get the same backbone back
+    superseded: Superseded = NONE  # older copies of an image_id a newer run holds (trainer.union)
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
 
-    def shards(self, split: str) -> list[str]:
-        return [shard for run in self.runs for shard in run.shards(split)]
+    def shards(self, split: str, fmt: str = TFRECORD) -> list[str]:
+        return [shard for run in self.runs for shard in run.shards(split, fmt)]
+
+    @property
+    def resize_policy(self) -> str:
+        """How the runs' images were made square (manifest `options.resize.policy`)."""
+        return _resize_policy(self.runs[0])
+
+    def class_weights(self) -> dict[int, float]:
+        """Balanced weights n / (C · n_c) over the train split's present classes."""
+        counts = self.counts(TRAIN)
+        total, present = sum(counts.values()), sum(1 for n in counts.values() if n > 0)
+        return {i: total / (present * counts[label]) if counts[label] else 0.0
+                for i, label in enumerate(self.labels)}
 
     def counts(self, split: str) -> dict[str, int]:
         """Examples per label in a split, summed over runs, every label listed."""
@@ -47,13 +65,17 @@ class TrainingData:
         for run in self.runs:
             for label, n in run.manifest["counts"].get(split, {}).items():
                 totals[label] += int(n)
-        return totals
+        return {label: n - self.superseded.count(split, label) for label, n in totals.items()}
+
+
+def _resize_policy(run: Run) -> str:
+    return run.manifest.get("options", {}).get("resize", {}).get("policy", "squash")
 
 
 def open_training_data(data: str) -> TrainingData:
     """Resolve `--data` to committed runs and refuse a union a model could not be trained on."""
     runs = tuple(resolve_runs(data))
-    return check_runs(runs, data)
+    return dataclasses.replace(check_runs(runs, data), superseded=newest_wins(runs))
 
 
 def check_runs(runs: Sequence[Run], data: str) -> TrainingData:
@@ -67,6 +89,10 @@ def check_runs(runs: Sequence[Run], data: str) -> TrainingData:
     if len(dims) > 1:
         raise UserError(f"The runs under {data} have different feature sizes {dims}; "
                         f"train on runs of one backbone only.")
+    policies = sorted({_resize_policy(run) for run in runs})
+    if len(policies) > 1:
+        raise UserError(f"The runs under {data} resized images differently ({', '.join(policies)})"
+                        f"; train on runs of one resize policy only.")
     labels = tuple(sorted({label for run in runs for label in run.labels}))
     backbone = runs[0].manifest["backbone"]
     training_data = TrainingData(tuple(runs), labels, dims[0], fingerprints[0],
@@ -89,65 +115,87 @@ def label_table(labels: Sequence[str]) -> tf.lookup.StaticHashTable:
     return tf.lookup.StaticHashTable(initializer, default_value=-1)
 
 
-def _serialized_batches(files: Sequence[str], count: int, config: TrainConfig,
-                        training: bool) -> tf.data.Dataset:
-    """Serialized Examples of the given shards, batched; `count` is the manifests' total.
+def _records(files: Sequence[str], count: int, config: TrainConfig, feature_dim: int,
+             drop_superseded=None) -> tf.data.Dataset:
+    """The records of the given shards, interleaved (serialized Examples, or Parquet row
+    dicts); `count` is the manifests' total.
 
     Declaring the count lets Keras know the epoch length up front (no "ran out of data"
     guess on the first epoch) and fails loudly if the shards disagree with their manifests.
     """
     deterministic = config.seed is not None
     files_ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if config.input_format == PARQUET:
+        def reader(path):
+            return parquet_rows(path, feature_dim)
+    else:
+        def reader(path):
+            records = tf.data.TFRecordDataset(path, compression_type="GZIP")
+            return drop_superseded(records, path) if drop_superseded else records
     records = files_ds.interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
-        cycle_length=min(len(files), _MAX_CYCLE), num_parallel_calls=tf.data.AUTOTUNE,
+        reader, cycle_length=min(len(files), _MAX_CYCLE), num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic).apply(tf.data.experimental.assert_cardinality(count))
-    if training:
-        records = records.shuffle(config.shuffle_buffer, seed=config.seed,
-                                  reshuffle_each_iteration=True)
-    return records.batch(config.batch_size)
+    return records
 
 
-def _parser(training_data: TrainingData, with_uri: bool):
-    """A batch of serialized Examples → (transfer_values, label_id[, uri])."""
+def _parser(training_data: TrainingData, with_uri: bool, transform=None):
+    """A batch of records → (transfer_values, label_id[, uri]), the values transformed by the
+    run's tensorflow-transform graph when there is one (see trainer.transform)."""
     spec = tf_feature_spec(training_data.feature_dim)
     keys = (record.TRANSFER_VALUES, record.LABEL) + ((record.URI,) if with_uri else ())
     table = label_table(training_data.labels)
 
-    def parse(serialized: tf.Tensor):
-        parsed = tf.io.parse_example(serialized, {key: spec[key] for key in keys})
+    def parse(batch):
+        if isinstance(batch, dict):  # Parquet rows arrive already parsed
+            parsed = batch
+        else:
+            parsed = tf.io.parse_example(batch, {key: spec[key] for key in keys})
         label_id = table.lookup(parsed[record.LABEL])
         with tf.control_dependencies([tf.debugging.assert_non_negative(
                 label_id, message="a record's label is missing from its run's manifest")]):
             label_id = tf.identity(label_id)
+        features = parsed[record.TRANSFER_VALUES]
+        if transform is not None:
+            features = transform(features)
         if with_uri:
-            return parsed[record.TRANSFER_VALUES], label_id, parsed[record.URI]
-        return parsed[record.TRANSFER_VALUES], label_id
+            return features, label_id, parsed[record.URI]
+        return features, label_id
 
     return parse
 
 
 def _parsed(training_data: TrainingData, split: str, config: TrainConfig, training: bool,
-            with_uri: bool) -> tf.data.Dataset:
+            with_uri: bool, transform) -> tf.data.Dataset:
     count = sum(training_data.counts(split).values())
-    batches = _serialized_batches(training_data.shards(split), count, config, training)
-    return batches.map(_parser(training_data, with_uri), num_parallel_calls=tf.data.AUTOTUNE,
-                       deterministic=config.seed is not None).prefetch(tf.data.AUTOTUNE)
+    shards = training_data.shards(split, config.input_format)
+    records = _records(shards, count, config, training_data.feature_dim,
+                       superseded_filter(training_data.superseded, config.input_format))
+    rows = (records.batch(_PARSE_BATCH)
+            .map(_parser(training_data, with_uri, transform), num_parallel_calls=tf.data.AUTOTUNE,
+                 deterministic=config.seed is not None)
+            .unbatch().apply(tf.data.experimental.assert_cardinality(count)))
+    if count * training_data.feature_dim * 4 <= _CACHE_BYTES:
+        rows = rows.cache()  # parsed once: later epochs read memory, not GZIP + protobuf
+    if training:
+        rows = rows.shuffle(config.shuffle_buffer, seed=config.seed,
+                            reshuffle_each_iteration=True)
+    return rows.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def dataset(training_data: TrainingData, split: str, config: TrainConfig, *,
-            training: bool = False) -> tf.data.Dataset:
+            training: bool = False, transform=None) -> tf.data.Dataset:
     """(transfer_values float32[B, D], label_id int64[B]) batches of one split, for Keras.
 
-    `training=True` shuffles (seeded by `config.seed`, reshuffled every epoch).
+    `training=True` shuffles (seeded by `config.seed`, reshuffled every epoch); `transform`
+    (a `trainer.transform.TransferValueTransform`) is applied to the values when given.
     """
-    return _parsed(training_data, split, config, training, with_uri=False)
+    return _parsed(training_data, split, config, training, False, transform)
 
 
-def evaluation_dataset(training_data: TrainingData, split: str,
-                       config: TrainConfig) -> tf.data.Dataset:
+def evaluation_dataset(training_data: TrainingData, split: str, config: TrainConfig,
+                       transform=None) -> tf.data.Dataset:
     """(transfer_values, label_id, uri) batches in file order, so mistakes can be reported."""
-    return _parsed(training_data, split, config, training=False, with_uri=True)
+    return _parsed(training_data, split, config, False, True, transform)
 
 
 def feature_moments(training_data: TrainingData,

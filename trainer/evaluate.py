@@ -1,8 +1,9 @@
 """Test-split evaluation: metrics from scikit-learn, written as files a person can open.
 
-Writes into the model folder `metrics.json`, `confusion_matrix.csv` / `.png`,
-`training_curves.png` and `errors.csv` (most confident mistakes first, with their uri, since a
-confident mistake is most often a wrong label in the source).
+Writes into the model folder `metrics.json` (accuracy, top-k, per-class precision/recall/F1,
+confusion matrix), `confusion_matrix.csv` / `.png`, `training_curves.png`, `errors.csv` +
+`errors.png` (most confident mistakes first, with their uri, since a confident mistake is most
+often a wrong label in the source), `embedding_pca.png` and `report.html` showing all of it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from sklearn import metrics as sk_metrics
 
 from schemas import record
-from trainer import plots
+from trainer import plots, report, thumbnails
 from trainer.config import TrainConfig
 from trainer.data import TrainingData, evaluation_dataset
 
@@ -27,6 +28,9 @@ CONFUSION_CSV = "confusion_matrix.csv"
 CONFUSION_PNG = "confusion_matrix.png"
 CURVES_PNG = "training_curves.png"
 ERRORS_CSV = "errors.csv"
+ERRORS_PNG = "errors.png"
+PCA_PNG = "embedding_pca.png"
+ERRORS_SHOWN = 16  # the grid in errors.png
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +40,7 @@ class Predictions:
     label_ids: np.ndarray  # int [N], true class ids
     probabilities: np.ndarray  # float32 [N, C]
     uris: list[str]
+    features: np.ndarray  # float32 [N, D], what the head saw (z-scored transfer values)
 
     @property
     def predicted(self) -> np.ndarray:
@@ -47,13 +52,23 @@ class Predictions:
 
 
 def predict_split(model: keras.Model, training_data: TrainingData, split: str,
-                  config: TrainConfig) -> Predictions:
-    label_ids, probabilities, uris = [], [], []
-    for features, label_id, uri in evaluation_dataset(training_data, split, config):
+                  config: TrainConfig, transform=None) -> Predictions:
+    label_ids, probabilities, uris, inputs = [], [], [], []
+    for features, label_id, uri in evaluation_dataset(training_data, split, config, transform):
         probabilities.append(model(features, training=False).numpy())
         label_ids.append(label_id.numpy())
         uris.extend(u.decode("utf-8") for u in uri.numpy())
-    return Predictions(np.concatenate(label_ids), np.concatenate(probabilities), uris)
+        inputs.append(features.numpy())
+    return Predictions(np.concatenate(label_ids), np.concatenate(probabilities), uris,
+                       np.concatenate(inputs))
+
+
+def top_k_accuracy(test: Predictions, k_max: int) -> dict[str, float]:
+    """{"top_1": …, "top_k": …}: share of records whose true class is among the k likeliest."""
+    ranked = np.argsort(-test.probabilities, axis=1, kind="stable")
+    hits = ranked == test.label_ids[:, None]
+    return {f"top_{k}": float(hits[:, :k].any(axis=1).mean())
+            for k in range(1, min(k_max, test.probabilities.shape[1]) + 1)}
 
 
 def classification_metrics(test: Predictions, labels: Sequence[str]) -> dict:
@@ -88,12 +103,18 @@ def write_confusion_csv(matrix: Sequence[Sequence[int]], labels: Sequence[str],
             writer.writerow([label] + list(row))
 
 
-def write_errors_csv(test: Predictions, labels: Sequence[str], path: str) -> int:
-    """Misclassified test records, most confident first; returns how many."""
+def confident_mistakes(test: Predictions) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of misclassified records, most confident first, and every record's confidence."""
     predicted = test.predicted
     confidence = test.probabilities[np.arange(len(predicted)), predicted]
     wrong = np.flatnonzero(predicted != test.label_ids)
-    wrong = wrong[np.argsort(-confidence[wrong], kind="stable")]
+    return wrong[np.argsort(-confidence[wrong], kind="stable")], confidence
+
+
+def write_errors_csv(test: Predictions, labels: Sequence[str], path: str) -> int:
+    """Misclassified test records, most confident first; returns how many."""
+    predicted = test.predicted
+    wrong, confidence = confident_mistakes(test)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([record.URI, "true", "predicted", "confidence"])
@@ -104,22 +125,42 @@ def write_errors_csv(test: Predictions, labels: Sequence[str], path: str) -> int
 
 
 def evaluate(model: keras.Model, training_data: TrainingData, config: TrainConfig,
-             model_dir: str, history: Mapping[str, Sequence[float]]) -> dict:
+             model_dir: str, history: Mapping[str, Sequence[float]], transform=None) -> dict:
     """Evaluate the (restored best) model, write the report files, return the metrics."""
     labels = training_data.labels
-    test = predict_split(model, training_data, "test", config)
-    validation = predict_split(model, training_data, "validation", config)
+    test = predict_split(model, training_data, "test", config, transform)
+    validation = predict_split(model, training_data, "validation", config, transform)
     metrics = classification_metrics(test, labels)
+    metrics["top_k_accuracy"] = top_k_accuracy(test, config.top_k)
     metrics["validation_accuracy"] = validation.accuracy
     metrics["counts"] = {split: training_data.counts(split) for split in record.SPLITS}
     metrics["runs"] = [run.run_id for run in training_data.runs]
     metrics["backbone"] = training_data.fingerprint
+    metrics["normalisation"] = (f"tensorflow-transform graph of run {transform.run_dir}"
+                                if transform is not None else "Normalization layer in the head")
     metrics["errors"] = write_errors_csv(test, labels, os.path.join(model_dir, ERRORS_CSV))
     with open(os.path.join(model_dir, METRICS_FILE), "w") as f:
         json.dump(metrics, f, indent=2)
     write_confusion_csv(metrics["confusion_matrix"], labels, os.path.join(model_dir, CONFUSION_CSV))
+    write_pictures(test, metrics, history, training_data, model_dir)
+    report.write_report(model_dir, metrics, config)
+    print(format_confusion_matrix(metrics["confusion_matrix"], labels))
+    return metrics
+
+
+def write_pictures(test: Predictions, metrics: dict, history: Mapping[str, Sequence[float]],
+                   training_data: TrainingData, model_dir: str) -> None:
+    """confusion_matrix.png, training_curves.png, errors.png and embedding_pca.png."""
+    labels = training_data.labels
     plots.plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), labels,
                                 os.path.join(model_dir, CONFUSION_PNG))
     plots.plot_training_curves(history, os.path.join(model_dir, CURVES_PNG))
-    print(format_confusion_matrix(metrics["confusion_matrix"], labels))
-    return metrics
+    wrong, confidence = confident_mistakes(test)
+    shown = wrong[:ERRORS_SHOWN]
+    loader = thumbnails.ThumbnailLoader(training_data.runs)
+    plots.plot_errors([loader.load(test.uris[i]) for i in shown],
+                      [f"true {labels[test.label_ids[i]]}\npred {labels[test.predicted[i]]}"
+                       f" {confidence[i]:.2f}" for i in shown],
+                      os.path.join(model_dir, ERRORS_PNG))
+    plots.plot_embedding_pca(test.features, test.label_ids, labels,
+                             os.path.join(model_dir, PCA_PNG))

@@ -55,3 +55,74 @@ def plot_training_curves(history: Mapping[str, Sequence[float]], path: str) -> N
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_errors(images: Sequence[np.ndarray | None], captions: Sequence[str], path: str) -> None:
+    """A grid of the most confident mistakes; an unreadable image leaves a captioned blank."""
+    plt = _pyplot()
+    count = max(len(images), 1)
+    columns = min(4, count)
+    rows = (count + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if not images:
+        axes[0, 0].text(0.5, 0.5, "no mistakes on the test split", ha="center", va="center")
+    for ax, image, caption in zip(axes.ravel(), images, captions):
+        if image is None:
+            ax.text(0.5, 0.5, "image not readable\nfrom its uri", ha="center", va="center",
+                    fontsize=8, color="gray")
+        else:
+            ax.imshow(image, interpolation="nearest")
+        ax.set_title(caption, fontsize=8)
+    fig.suptitle("Most confident mistakes (test)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_embedding_pca(features: np.ndarray, label_ids: np.ndarray, labels: Sequence[str],
+                       path: str, max_points: int = 5000, seed: int = 0) -> None:
+    """The head's inputs projected on their first two principal components, one colour per
+    class: tight, separate clouds mean a linear head has an easy job."""
+    from sklearn.decomposition import PCA
+
+    plt = _pyplot()
+    rng = np.random.default_rng(seed)
+    keep = np.arange(len(features))
+    if len(keep) > max_points:
+        keep = np.sort(rng.choice(keep, max_points, replace=False))
+    fig, ax = plt.subplots(figsize=(7, 6))
+    if len(keep) >= 2 and features.shape[1] >= 2:
+        pca = PCA(n_components=2, random_state=seed)
+        points = pca.fit_transform(features[keep])
+        colours = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")
+        for class_id, label in enumerate(labels):
+            mine = label_ids[keep] == class_id
+            if mine.any():
+                ax.scatter(points[mine, 0], points[mine, 1], s=6, alpha=0.6, label=label,
+                           color=colours(class_id % colours.N))
+        share = pca.explained_variance_ratio_
+        ax.set_xlabel(f"PC 1 ({share[0]:.0%} of variance)")
+        ax.set_ylabel(f"PC 2 ({share[1]:.0%} of variance)")
+        ax.legend(markerscale=3, fontsize=8, loc="best")
+        outside = _zoom_to_bulk(ax, points)
+        title = f"Test transfer values, 2-D PCA ({len(keep)} points"
+        ax.set_title(title + (f", {outside} outliers out of view)" if outside else ")"))
+    else:
+        ax.set_title("Test transfer values: too few to project")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _zoom_to_bulk(ax, points: np.ndarray, share: float = 0.995) -> int:
+    """Limit the axes to the central `share` of points on each axis (plus a margin), so one
+    far outlier does not squash every class into a line; returns how many are left out."""
+    low = np.quantile(points, (1 - share) / 2, axis=0)
+    high = np.quantile(points, 1 - (1 - share) / 2, axis=0)
+    margin = 0.1 * np.maximum(high - low, 1e-9)
+    low, high = low - margin, high + margin
+    ax.set_xlim(low[0], high[0])
+    ax.set_ylim(low[1], high[1])
+    return int(np.sum(np.any((points < low) | (points > high), axis=1)))

@@ -16,18 +16,23 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from beam_jobs import cli
 from beam_jobs.cli import main
 from beam_jobs.errors import UserError
 from trainer.export import INPUT_NAME, LABELS_FILE, OUTPUT_PROBABILITIES, SERVING_DIR
 
 
+EXAMPLE = """example:
+  tv-predict --model=/tmp/model --top_k=3 shirt.png boot.jpg"""
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tv-predict", description=__doc__.split("\n")[0])
+    parser = cli.argument_parser("tv-predict", __doc__.split("\n")[0], EXAMPLE)
     parser.add_argument("--model", required=True, help="a tv-train --model_dir (holding serving/)")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
     parser.add_argument("--top_k", type=int, default=5)
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
-    return parser.parse_args(argv)
+    return cli.parse_args(parser, argv)  # also reads --config=FILE.yaml; flags override it
 
 
 def read_labels(model_dir: str) -> list[str]:

@@ -15,24 +15,30 @@ import importlib.util
 import logging
 import os
 import sys
-from typing import Sequence
+from typing import Optional, Sequence
 
 import keras
 
 from beam_jobs import backbones
+from beam_jobs import cli
 from beam_jobs.cli import main
 from beam_jobs.errors import UserError
 from trainer import evaluate
-from trainer.config import HEADS, TrainConfig
+from trainer.config import CLASS_WEIGHTS, HEADS, INPUT_FORMATS, TrainConfig
 from trainer.data import (TRAIN, VALIDATION, TrainingData, dataset, feature_moments,
                           open_training_data)
 from trainer.export import SERVING_DIR, export_serving
 from trainer.heads import build_model
+from trainer.transform import TransferValueTransform, load_transform
 
 CHECKPOINT = os.path.join("checkpoints", "best.weights.h5")
+HEAD_FILE = "head.keras"  # the fitted head alone, so tv-retrain can re-score a champion
 LOGS_DIR = "logs"
 TRAINING_LOG = "training_log.csv"
 MONITOR = "val_accuracy"
+EXAMPLE = """example:
+  tv-train --data=/tmp/tv --model_dir=/tmp/model --head=hidden --epochs=30
+  tv-train --config=train.yaml --learning_rate=0.0005   # flags override the file"""
 
 
 def loss(config: TrainConfig, num_classes: int):
@@ -66,19 +72,25 @@ def callbacks(config: TrainConfig, model_dir: str) -> list[keras.callbacks.Callb
     return chosen
 
 
-def fit(config: TrainConfig, training_data: TrainingData, model_dir: str,
-        verbose: int = 0) -> tuple[keras.Model, dict]:
-    """Build the configured head and fit it; returns the best-epoch model and its history."""
-    mean, variance = feature_moments(training_data, config)
-    model = build_model(config, training_data.feature_dim, training_data.num_classes,
-                        mean, variance)
+def fit(config: TrainConfig, training_data: TrainingData, model_dir: str, verbose: int = 0,
+        transform: Optional[TransferValueTransform] = None) -> tuple[keras.Model, dict]:
+    """Build the configured head and fit it; returns the best-epoch model and its history.
+
+    With a `transform` the input pipeline z-scores the values (TFT); without one the head
+    gets a Normalization layer fitted on the train split.
+    """
+    moments = (None, None) if transform is not None else feature_moments(training_data, config)
+    model = build_model(config, training_data.feature_dim, training_data.num_classes, *moments)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                   loss=loss(config, training_data.num_classes),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     os.makedirs(os.path.join(model_dir, os.path.dirname(CHECKPOINT)), exist_ok=True)
-    history = model.fit(dataset(training_data, TRAIN, config, training=True),
-                        validation_data=dataset(training_data, VALIDATION, config),
+    weights = training_data.class_weights() if config.class_weights == "balanced" else None
+    history = model.fit(dataset(training_data, TRAIN, config, training=True, transform=transform),
+                        validation_data=dataset(training_data, VALIDATION, config,
+                                                transform=transform),
                         epochs=config.epochs, callbacks=callbacks(config, model_dir),
+                        class_weight=weights,
                         shuffle=False,  # the input pipeline shuffles, seeded; Keras cannot
                         verbose=verbose)
     return model, history.history
@@ -92,10 +104,13 @@ def train(config: TrainConfig, data: str, model_dir: str, *, verbose: int = 0,
     training_data = open_training_data(data)
     backbone = serving_backbone(training_data) if export else None
     os.makedirs(model_dir, exist_ok=True)
-    model, history = fit(config, training_data, model_dir, verbose)
-    metrics = evaluate.evaluate(model, training_data, config, model_dir, history)
+    transform = load_transform(training_data.runs)
+    model, history = fit(config, training_data, model_dir, verbose, transform)
+    model.save(os.path.join(model_dir, HEAD_FILE))
+    metrics = evaluate.evaluate(model, training_data, config, model_dir, history, transform)
     if backbone is not None:
-        export_serving(model, backbone, training_data.labels, os.path.join(model_dir, SERVING_DIR))
+        export_serving(model, backbone, training_data.labels, os.path.join(model_dir, SERVING_DIR),
+                       transform=transform, resize_policy=training_data.resize_policy)
     return metrics
 
 
@@ -111,26 +126,36 @@ def serving_backbone(training_data: TrainingData) -> backbones.Backbone:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="tv-train", description=__doc__.split("\n")[0])
+    parser = cli.argument_parser("tv-train", __doc__.split("\n")[0], EXAMPLE)
     parser.add_argument("--data", required=True,
                         help="a committed run folder, or an extract output holding runs/")
     parser.add_argument("--model_dir", required=True, help="where checkpoints, metrics, plots "
                         "and the serving export go")
     parser.add_argument("--head", choices=HEADS, default=defaults.head)
-    for name in ("epochs", "batch_size", "patience", "seed", "hidden_units"):
+    parser.add_argument("--format", dest="input_format", choices=INPUT_FORMATS,
+                        default=defaults.input_format, help="which shards to stream")
+    parser.add_argument("--class_weights", choices=CLASS_WEIGHTS, default=defaults.class_weights,
+                        help="balanced: weight classes by n / (C * n_c) for imbalanced data")
+    for name in ("epochs", "batch_size", "patience", "seed", "hidden_units", "top_k"):
         parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
     for name in ("learning_rate", "dropout", "l2", "label_smoothing"):
         parser.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
     parser.add_argument("--verbose", action="store_true", help="log progress; show tracebacks")
-    return parser.parse_args(argv)
+    return cli.parse_args(parser, argv)  # also reads --config=FILE.yaml; flags override it
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig the flags describe (each flag is named after its field)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
 
 
 def run(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    config = config_from_args(args)
     if not os.path.exists(args.data) and "://" not in args.data:
         raise UserError(f"--data {args.data} does not exist.")
+    cli.check_writable(args.model_dir, "--model_dir")  # fail now, not after training
     metrics = train(config, args.data, args.model_dir, verbose=2)
     print(f"test accuracy: {metrics['test_accuracy']:.4f} "
           f"(validation {metrics['validation_accuracy']:.4f})")

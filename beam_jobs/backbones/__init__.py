@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import threading
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -103,21 +103,21 @@ def _fingerprint(entry: BackboneEntry) -> str:
     return f"{entry.name}@{entry.version}/{entry.image_size}px/{entry.feature_dim}d"
 
 
-def _materialise(entry: BackboneEntry) -> str:
-    """Build the entry's SavedModel once into the cache; concurrent builders race harmlessly."""
-    key = hashlib.sha256(_fingerprint(entry).encode()).hexdigest()[:16]
-    target = os.path.join(cache_dir(), f"{entry.name}-{key}")
+def materialise(folder: str, export: Callable[[str], None]) -> str:
+    """Build a contract SavedModel once into the cache; concurrent builders race harmlessly.
+
+    `export` writes the SavedModel and its metadata (`write_metadata`) into an empty folder.
+    """
+    target = os.path.join(cache_dir(), folder)
     if os.path.exists(os.path.join(target, "saved_model.pb")):
         return target
     os.makedirs(cache_dir(), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{entry.name}-", dir=cache_dir())
+    staging = tempfile.mkdtemp(prefix=f".{folder}-", dir=cache_dir())
     try:
         export_dir = os.path.join(staging, "model")
-        entry.export(export_dir)
-        write_metadata(export_dir, entry.name, entry.image_size, entry.feature_dim,
-                       _fingerprint(entry))
+        export(export_dir)
         try:
-            os.rename(export_dir, target)  # atomic publish; loses harmlessly to a concurrent builder
+            os.rename(export_dir, target)  # atomic; loses harmlessly to a concurrent builder
         except OSError:
             if not os.path.exists(os.path.join(target, "saved_model.pb")):
                 raise
@@ -126,40 +126,79 @@ def _materialise(entry: BackboneEntry) -> str:
     return target
 
 
-def _from_saved_model(path: str) -> Backbone:
+def _materialise(entry: BackboneEntry) -> str:
+    def export(export_dir: str) -> None:
+        entry.export(export_dir)
+        write_metadata(export_dir, entry.name, entry.image_size, entry.feature_dim,
+                       _fingerprint(entry))
+
+    key = hashlib.sha256(_fingerprint(entry).encode()).hexdigest()[:16]
+    return materialise(f"{entry.name}-{key}", export)
+
+
+def _metadata(path: str) -> Optional[dict]:
     meta_path = os.path.join(path, "assets.extra", METADATA_FILE)
-    if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            meta = json.load(f)
+    if not os.path.exists(meta_path):
+        return None
+    with open(meta_path) as f:
+        return json.load(f)
+
+
+def _from_saved_model(path: str) -> Optional[Backbone]:
+    """A contract SavedModel as a `Backbone`; None when the folder does not follow the contract."""
+    meta = _metadata(path)
+    if meta is not None:
         return Backbone(meta["name"], meta["fingerprint"], int(meta["image_size"]),
                         int(meta["feature_dim"]), path)
     import tensorflow as tf
 
     sig = tf.saved_model.load(path).signatures.get("serving_default")
     if sig is None:
-        raise UserError(f"The SavedModel at {path} has no serving_default signature.")
+        return None
     spec = sig.structured_input_signature[1].get(SIGNATURE_INPUT)
     out = sig.structured_outputs.get(SIGNATURE_OUTPUT)
-    if spec is None or out is None or spec.shape.rank != 4 or spec.shape[1] is None:
-        raise UserError(
-            f"The SavedModel at {path} does not follow the backbone contract "
-            f"({SIGNATURE_INPUT}: uint8[N,S,S,3] -> {SIGNATURE_OUTPUT}: float32[N,D]).")
+    if (spec is None or out is None or spec.dtype != tf.uint8 or spec.shape.rank != 4
+            or spec.shape[1] is None):
+        return None
     digest = hashlib.sha256(open(os.path.join(path, "saved_model.pb"), "rb").read()).hexdigest()
     name = os.path.basename(os.path.normpath(path))
     size, dim = int(spec.shape[1]), int(out.shape[-1])
     return Backbone(name, f"{name}@sha256:{digest[:16]}/{size}px/{dim}d", size, dim, path)
 
 
+def _wrapped(handle: str) -> Backbone:
+    """A hub handle, preset, SavedModel or `.keras` file, wrapped into the cached contract."""
+    from beam_jobs.backbones import wrap
+
+    folder, digest, preset, path = wrap.cache_name(handle)
+    backbone = _from_saved_model(materialise(folder, wrap.exporter(preset, path, digest)))
+    assert backbone is not None, "a wrapped backbone always carries its metadata"
+    return backbone
+
+
 def load(name_or_handle: str) -> Backbone:
-    """Resolve a registered name or a local SavedModel folder to a `Backbone`."""
+    """Resolve a registered name, a preset, a hub handle or a model file to a `Backbone`.
+
+    Forms: `efficientnet_lite0` (embedded); `mobilenet_v2`, `inception_v3` (presets, fetched
+    from TF Hub); `PRESET=SOURCE` (a preset's size and scaling on another copy of its weights);
+    `https://tfhub.dev/…`, `https://www.kaggle.com/models/…`, `gs://…`, a local SavedModel
+    folder or a `.keras` file (TF Hub's [0, 1] scaling, the model's own input size or 224).
+    """
+    from beam_jobs.backbones import hub
+
     if name_or_handle in _REGISTRY:
         return _from_saved_model(_materialise(_REGISTRY[name_or_handle]))
     if os.path.isdir(name_or_handle) and os.path.exists(
             os.path.join(name_or_handle, "saved_model.pb")):
-        return _from_saved_model(name_or_handle)
+        contract = _from_saved_model(name_or_handle)
+        if contract is not None:
+            return contract
+    if hub.is_handle(name_or_handle):
+        return _wrapped(name_or_handle)
     raise UserError(
-        f"Unknown backbone {name_or_handle!r}: use one of {', '.join(registered_names())} "
-        f"or a folder holding a SavedModel.")
+        f"Unknown backbone {name_or_handle!r}: use one of "
+        f"{', '.join(registered_names() + sorted(hub.PRESETS))}, a TF Hub or Kaggle handle, "
+        f"a gs:// or local SavedModel folder, or a .keras file.")
 
 
 def _register_builtins() -> None:

@@ -31,7 +31,7 @@ LEGACY_PROTOCOL_VERSION = 1001
 
 # Storage class name -> numpy dtype of its elements, little-endian.  bfloat16 has no numpy dtype:
 # it is read as its raw 16 bits and widened to float32 exactly (see `_decode`).
-_STORAGE_DTYPES = {
+_STORAGE_DTYPES: dict[str, np.dtype] = {
     "DoubleStorage": np.dtype("<f8"), "FloatStorage": np.dtype("<f4"),
     "HalfStorage": np.dtype("<f2"), "BFloat16Storage": np.dtype("<u2"),
     "LongStorage": np.dtype("<i8"), "IntStorage": np.dtype("<i4"),

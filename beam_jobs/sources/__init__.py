@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Mapping, Optional
 
 import apache_beam as beam
 
 from beam_jobs.errors import UserError
 
-KINDS = ("folder", "idx")
+KINDS = ("folder", "manifest", "tfrecord", "cifar10", "idx")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceConfig:
+    """What a source needs besides its URI (from the extract options)."""
+
+    limit: Mapping[str, int] | int | None = None
+    label_names: Optional[list[str]] = None
+    tfrecord_image_keys: tuple[str, ...] = ()
+    tfrecord_label_keys: tuple[str, ...] = ()
+
+
+def config_from_options(opts, label_names: Optional[list[str]] = None) -> SourceConfig:
+    """SourceConfig from the extract options (`--limit`, `--tfrecord_*_key`)."""
+    def keys(text: Optional[str]) -> tuple[str, ...]:
+        return tuple(k.strip() for k in (text or "").split(",") if k.strip())
+
+    return SourceConfig(limit=parse_limit(opts.limit), label_names=label_names,
+                        tfrecord_image_keys=keys(getattr(opts, "tfrecord_image_key", None)),
+                        tfrecord_label_keys=keys(getattr(opts, "tfrecord_label_key", None)))
 
 
 def parse_limit(text: Optional[str]) -> Mapping[str, int] | int | None:
@@ -21,21 +42,71 @@ def parse_limit(text: Optional[str]) -> Mapping[str, int] | int | None:
             return int(text)
         return {k.strip(): int(v) for k, v in (part.split("=", 1) for part in text.split(","))}
     except ValueError:
-        raise UserError(f"--limit={text} is not a number nor a list like train=5000,test=1000.")
+        raise UserError(f"--limit={text} is not a number nor a list like "
+                        f"train=5000,test=1000.") from None
 
 
-def read_images(spec: str, limit=None, label_names: Optional[list[str]] = None
-                ) -> beam.PTransform:
+def read_images(spec: str, limit=None, label_names: Optional[list[str]] = None,
+                config: Optional[SourceConfig] = None) -> beam.PTransform:
     """Pick the source module for `KIND:URI`."""
+    config = config or SourceConfig(limit=limit, label_names=label_names)
     kind, sep, uri = spec.partition(":")
     if not sep or not uri:
         raise UserError(f"--source={spec} must look like KIND:URI with KIND in {', '.join(KINDS)}.")
     if kind == "idx":
         from beam_jobs.sources.idx import ReadIdx
 
-        return ReadIdx(uri, limit=limit, label_names=label_names)
+        return ReadIdx(uri, limit=config.limit, label_names=config.label_names)
     if kind == "folder":
         from beam_jobs.sources.folder import ReadFolder
 
-        return ReadFolder(uri, limit=limit)
+        return ReadFolder(uri, limit=config.limit)
+    if kind == "manifest":
+        from beam_jobs.sources.manifest import ReadManifest
+
+        return ReadManifest(uri, limit=config.limit)
+    if kind == "tfrecord":
+        from beam_jobs.sources.tfrecord import ReadTFRecord
+
+        return ReadTFRecord(uri, config)
+    if kind == "cifar10":
+        from beam_jobs.sources.cifar10 import ReadCifar10
+
+        return ReadCifar10(uri, limit=config.limit)
     raise UserError(f"Unknown source kind {kind!r}: use one of {', '.join(KINDS)}.")
+
+
+def _uri(image) -> str:
+    return image.uri
+
+
+def _split_key(image) -> str:
+    return image.source_split or ""
+
+
+class KeepFirst(beam.PTransform):
+    """The first N inputs by uri (a limited run is reproducible, not a random sample).
+
+    An int caps everything; a mapping caps by the source's own split name, other splits pass.
+    """
+
+    def __init__(self, limit: Mapping[str, int] | int | None):
+        super().__init__()
+        self._limit = limit
+
+    def expand(self, images):
+        if self._limit is None:
+            return images
+        if isinstance(self._limit, int):
+            return (images
+                    | "Smallest" >> beam.combiners.Top.Smallest(self._limit, key=_uri)
+                    | "Flatten" >> beam.FlatMap(lambda xs: xs))
+        limits = dict(self._limit)
+        capped, free = images | "ByCap" >> beam.Partition(
+            lambda image, _: 0 if _split_key(image) in limits else 1, 2)
+        kept = (capped
+                | "Key" >> beam.Map(lambda image: (_split_key(image), image))
+                | "SmallestPerSplit" >> beam.combiners.Top.PerKey(
+                    max(limits.values()), key=_uri, reverse=True)
+                | "Trim" >> beam.FlatMap(lambda kv: kv[1][:limits[kv[0]]]))
+        return (kept, free) | "Join" >> beam.Flatten()

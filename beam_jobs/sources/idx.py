@@ -1,13 +1,14 @@
 """MNIST-style IDX files (`train-images-idx3-ubyte[.gz]` + `train-labels-idx1-ubyte[.gz]`).
 
 The file names carry the source's own split: `train` → train (validation is carved from it by
-hash downstream), `t10k`/`test` → test.
+hash downstream), `t10k`/`test` → test.  Images are `idx3` [N, H, W] (greyscale) or `idx4`
+[N, H, W, C] with C = 1 or 3; labels are any integers (any number of classes), named by
+`--label_names` when given.
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import re
 import struct
 from typing import Iterator, Optional
@@ -19,9 +20,10 @@ from apache_beam.metrics import Metrics
 
 from beam_jobs.elements import SourceImage
 from beam_jobs.errors import UserError
+from beam_jobs.sources.reading import read_with_retry
 
 _PARTS = {"train": "train", "t10k": "test", "test": "test"}
-_IMAGES = re.compile(r"^(?P<part>[A-Za-z0-9]+)-images[.-]idx3-ubyte(\.gz)?$")
+_IMAGES = re.compile(r"^(?P<part>[A-Za-z0-9]+)-images[.-]idx(?P<ndim>[34])-ubyte(\.gz)?$")
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -38,8 +40,8 @@ def read_idx(data: bytes) -> np.ndarray:
 
 
 def read_bytes(path: str) -> bytes:
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        raw = f.read()
+    """The payload of one IDX file, gzipped or raw; transient read errors retried."""
+    raw = read_with_retry(path)
     return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
 
 
@@ -52,12 +54,14 @@ def find_parts(directory: str) -> dict[str, tuple[str, str]]:
         found = _IMAGES.match(name)
         if not found:
             continue
-        labels_name = name.replace("-images", "-labels").replace("idx3", "idx1")
+        labels_name = name.replace("-images", "-labels").replace(
+            f"idx{found.group('ndim')}", "idx1")
         if labels_name not in paths:
             raise UserError(f"{path} has no labels file {labels_name} beside it.")
         parts[found.group("part")] = (path, paths[labels_name])
     if not parts:
-        raise UserError(f"No IDX image files (*-images-idx3-ubyte[.gz]) found in {directory}.")
+        raise UserError(f"No IDX image files (*-images-idx3-ubyte[.gz] or idx4) found in "
+                        f"{directory}.")
     return parts
 
 
@@ -81,6 +85,9 @@ class _ExplodeIdx(beam.DoFn):
         count = len(images) if limit is None else min(limit, len(images))
         if images.ndim == 3:
             images = images[..., None]
+        if images.ndim != 4 or images.shape[-1] not in (1, 3):
+            raise UserError(f"{images_path} holds images of shape {images.shape[1:]}: expected "
+                            f"[H, W] or [H, W, C] with C = 1 or 3.")
         for index in range(count):
             self._read.inc()
             yield SourceImage(uri=f"idx:{name}#{index}", label=self._label(int(labels[index])),
@@ -96,6 +103,8 @@ class _ExplodeIdx(beam.DoFn):
 
 
 class ReadIdx(beam.PTransform):
+    """MNIST-style IDX pairs → SourceImage (pixels), one per row, with the file's split."""
+
     def __init__(self, directory: str, limit=None, label_names: Optional[list[str]] = None):
         super().__init__()
         self._directory = directory

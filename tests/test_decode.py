@@ -1,0 +1,146 @@
+"""The decoding matrix: each hard kind of input, made with Pillow here, and its outcome."""
+
+import json
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_jobs.decode import DecodeImages
+from beam_jobs.elements import REASONS, SourceImage
+from beam_jobs.imaging import DecodeError, decode_rgb, resize_to_square
+from beam_jobs.splits import DeduplicateAndSplit
+from tests import make_data as md
+from tests.make_data import pipeline_options
+
+# name → (bytes factory, expected: an RGB shape (H, W) or a dead-letter reason)
+MATRIX = {
+    "cmyk_jpeg": (md.cmyk_jpeg, (16, 24)),
+    "png_16bit": (md.png_16bit, (16, 24)),
+    "palette_png_with_transparency": (md.palette_png_with_transparency, (16, 24)),
+    "rgba_png": (md.rgba_png_half_transparent, (16, 24)),
+    "exif_rotated_jpeg": (md.exif_rotated_jpeg, (24, 16)),
+    "animated_gif": (md.animated_gif, (16, 24)),
+    "animated_webp": (md.animated_webp, (16, 24)),
+    "multipage_tiff": (md.multipage_tiff, (16, 24)),
+    "truncated_jpeg": (lambda: md.truncated(md.plain_jpeg()), "truncated"),
+    "truncated_png": (lambda: md.truncated(md.plain_png()), "truncated"),
+    "png_cut_in_header": (lambda: md.plain_png()[:30], "truncated"),
+    "random_bytes_named_jpg": (md.random_bytes, "not_an_image"),
+    "zero_bytes": (lambda: b"", "empty"),
+    "text_named_png": (lambda: b"just some notes\n", "not_an_image"),
+    "html_error_page_named_jpg": (lambda: md.HTML_ERROR_PAGE, "not_an_image"),
+    "svg": (lambda: md.SVG, "not_an_image"),
+    "pdf": (lambda: md.PDF, "not_an_image"),
+    "huge_declared_size": (md.huge_declared_png, "too_large"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MATRIX))
+def test_hard_input_decodes_to_rgb_or_its_dead_letter_reason(name):
+    make, expected = MATRIX[name]
+    if isinstance(expected, str):
+        with pytest.raises(DecodeError) as caught:
+            decode_rgb(make())
+        assert caught.value.reason == expected and expected in REASONS
+        assert "0x" not in caught.value.detail  # no object addresses: deterministic detail
+    else:
+        pixels = decode_rgb(make())
+        assert pixels.dtype == np.uint8 and pixels.shape == (*expected, 3)
+
+
+def test_exif_orientation_is_applied():
+    pixels = decode_rgb(md.exif_rotated_jpeg())
+    # orientation 6 = rotate 90° clockwise: the stored bottom-left corner comes to top-left
+    stored = md._gradient()
+    np.testing.assert_allclose(pixels[0, 0], stored[-1, 0], atol=12)
+
+
+def test_transparency_is_composited_on_white():
+    rgba = decode_rgb(md.rgba_png_half_transparent())
+    assert (rgba[:, :12] == 255).all() and (rgba[:, 12:] == [255, 0, 0]).all()
+    assert (decode_rgb(md.palette_png_with_transparency())[:4, :4] == 255).all()
+
+
+def test_16bit_is_scaled_to_the_full_8bit_range():
+    grey = decode_rgb(md.png_16bit())[..., 0]
+    assert grey.min() == 0 and grey.max() == 255
+
+
+def test_animation_gives_its_first_frame():
+    for make in (md.animated_gif, md.animated_webp, md.multipage_tiff):
+        assert np.abs(decode_rgb(make()).astype(int) - 30).max() <= 2
+
+
+def test_pixel_limit_is_configurable():
+    with pytest.raises(DecodeError, match="too_large"):
+        decode_rgb(md.plain_png(), max_pixels=100)
+
+
+def test_decoding_is_deterministic():
+    for make, _ in MATRIX.values():
+        data = make()
+        try:
+            first = decode_rgb(data)
+        except DecodeError as err:
+            with pytest.raises(DecodeError) as again:
+                decode_rgb(data)
+            assert (again.value.reason, again.value.detail) == (err.reason, err.detail)
+        else:
+            np.testing.assert_array_equal(first, decode_rgb(data))
+
+
+def test_squash_is_the_default_policy_and_unchanged():
+    image = np.arange(4 * 8 * 3, dtype=np.uint8).reshape(4, 8, 3)
+    expected = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
+        tf.cast(image, tf.float32), [6, 6], method="bilinear", antialias=True)), 0, 255), tf.uint8)
+    np.testing.assert_array_equal(resize_to_square(image, 6), expected)
+    np.testing.assert_array_equal(resize_to_square(image, 6, "squash"), expected)
+
+
+def test_crop_keeps_the_centre_and_pad_adds_black_borders():
+    image = np.full((4, 8, 3), 200, np.uint8)
+    image[:, :2] = image[:, 6:] = 10  # dark outer columns: crop removes them
+    cropped = resize_to_square(image, 4, "crop").numpy()
+    assert (cropped == 200).all()
+    padded = resize_to_square(np.full((4, 8, 3), 200, np.uint8), 8, "pad").numpy()
+    assert (padded[:2] == 0).all() and (padded[-2:] == 0).all() and (padded[2:6] == 200).all()
+
+
+@pytest.mark.parametrize("policy", ["squash", "crop", "pad"])
+def test_policy_gives_the_same_pixels_in_a_serving_graph_with_dynamic_shapes(policy):
+    image = np.random.default_rng(0).integers(0, 256, (10, 17, 3), dtype=np.uint8)
+    graph = tf.function(lambda x: resize_to_square(x, 8, policy),
+                        input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+    batched = resize_to_square(image[None], 8, policy)[0]
+    np.testing.assert_array_equal(graph(image), batched)
+
+
+def test_unknown_policy_is_refused():
+    with pytest.raises(ValueError, match="resize policy"):
+        resize_to_square(np.zeros((2, 2, 3), np.uint8), 4, "stretch")
+
+
+def _reasons(lines):
+    return sorted(json.loads(line)["reason"] for line in lines)
+
+
+def test_every_bad_input_is_accounted_once_through_dedup_and_decode():
+    good = md.plain_png()
+    inputs = [SourceImage(f"m/{name}", "cat", encoded=make()) for name, (make, _) in MATRIX.items()]
+    inputs += [SourceImage("m/empty2", "dog", encoded=b""),          # zero bytes, other label
+               SourceImage("m/copy1", "cat", encoded=good), SourceImage("m/copy2", "cat",
+                                                                         encoded=good),
+               SourceImage.unusable("m/gone", "unreadable", "after 4 attempt(s)")]
+    expected_bad = sorted([e for _, e in MATRIX.values() if isinstance(e, str)]
+                          + ["empty", "duplicate", "unreadable"])
+    with beam.Pipeline(options=pipeline_options()) as p:
+        dedup = p | beam.Create(inputs) | DeduplicateAndSplit((0.8, 0.1, 0.1))
+        decoded = dedup.kept | DecodeImages(max_pixels=89_478_485)
+        letters = (dedup.dead_letter, decoded.dead_letter) | beam.Flatten()
+        assert_that(letters | beam.combiners.ToList() | beam.Map(_reasons),
+                    equal_to([expected_bad]), label="Reasons")
+        accepted = decoded.decoded | beam.combiners.Count.Globally()
+        assert_that(accepted, equal_to([len(inputs) - len(expected_bad)]), label="Accepted")

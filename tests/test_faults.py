@@ -1,0 +1,134 @@
+"""Faults: a SIGKILLed extract publishes nothing, a rerun counts exactly; every bad input of
+every kind is accounted for end to end (inputs = accepted + rejected)."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from beam_jobs import extract, runs
+from beam_jobs.errors import UserError
+from tests import make_data as md
+from tests.make_data import write_folder, write_manifest
+from trainer.data import open_training_data
+
+_BAD = {"empty.png": b"", "notes.png": b"not an image\n", "cut.jpg": md.truncated(md.plain_jpeg()),
+        "huge.png": md.huge_declared_png()}
+
+
+def _images(root: str) -> str:
+    """24 good images (3 classes) + 4 bad ones: 28 inputs, 24 accepted, 4 dead letters."""
+    write_folder(root, per_class=8)
+    for name, data in _BAD.items():
+        with open(os.path.join(root, "cat", name), "wb") as f:
+            f.write(data)
+    return root
+
+
+def _start(source: str, out: str, backbone: str, run_id: str, log) -> subprocess.Popen:
+    args = [sys.executable, "-m", "beam_jobs.extract", f"--source={source}", f"--output={out}",
+            f"--backbone={backbone}", "--num_shards=2", "--splits=50,25,25",
+            f"--run_id={run_id}", "--direct_running_mode=in_memory", "--no_progress"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _kill_at_random_points(procs: dict, out: str, rng: random.Random) -> dict:
+    """One attempt dies at a random time; the other at a random moment after its run folder
+    first holds files (while the sinks write or the commit runs)."""
+    started, plan, killed = time.time(), {}, {}
+    plan["timed"] = rng.uniform(3.0, 30.0)  # may also land after it committed: then it counts
+    while len(killed) < len(procs):
+        now = time.time() - started
+        for run_id, proc in procs.items():
+            if run_id in killed:
+                continue
+            run_dir = os.path.join(out, "runs", run_id)
+            if run_id not in plan and os.path.isdir(run_dir) and os.listdir(run_dir):
+                plan[run_id] = now + rng.uniform(0.0, 3.0)
+            if proc.poll() is not None or now >= plan.get(run_id, float("inf")):
+                alive = proc.poll() is None
+                if alive:
+                    os.kill(proc.pid, signal.SIGKILL)  # our own child, by its id
+                proc.wait()
+                killed[run_id] = {"at_s": round(now, 2), "killed": alive,
+                                  "files": sorted(os.listdir(run_dir)) if os.path.isdir(
+                                      run_dir) else []}
+        if now > 300:  # a very loaded machine is slow, not broken; a hung one is
+            pytest.fail("extract attempts did not end")
+        time.sleep(0.05)
+    return killed
+
+
+def _rows(run: runs.Run) -> int:
+    return sum(1 for split in ("train", "validation", "test") for shard in run.shards(split)
+               for _ in tf.data.TFRecordDataset(shard, compression_type="GZIP"))
+
+
+def test_sigkill_leaves_no_visible_run_and_the_rerun_counts_exactly(tmp_path, tiny_backbone):
+    seed = int(os.environ.get("TV_FAULT_SEED", time.time()))
+    rng = random.Random(seed)
+    root, out = _images(str(tmp_path / "images")), str(tmp_path / "out")
+    started = time.time()
+    with open(tmp_path / "attempts.log", "wb") as log:
+        procs = {"timed": _start(f"folder:{root}", out, tiny_backbone, "timed", log),
+                 "writing": _start(f"folder:{root}", out, tiny_backbone, "writing", log)}
+        outcomes = _kill_at_random_points(procs, out, rng)
+    print(f"seed={seed} outcomes={json.dumps(outcomes)}")
+    survivors = {run_id for run_id, o in outcomes.items() if not o["killed"]}
+    committed = {run.run_id for run in runs.committed_runs(out)}
+    assert committed == survivors  # a killed attempt is never visible
+    for run_id in set(outcomes) - survivors:
+        if os.path.isdir(os.path.join(out, "runs", run_id)):
+            with pytest.raises(UserError):  # "not a committed run" or "no committed run"
+                open_training_data(os.path.join(out, "runs", run_id))
+
+    manifest = extract.run([f"--source=folder:{root}", f"--output={out}",
+                            f"--backbone={tiny_backbone}", "--num_shards=2", "--splits=50,25,25",
+                            "--run_id=rerun", "--no_progress"])
+    print(f"kill phase + rerun took {time.time() - started:.1f} s")
+    assert (manifest["inputs"], manifest["accepted"], manifest["rejected"]) == (28, 24, 4)
+    assert manifest["dead_letters"] == {"empty": 1, "not_an_image": 1, "truncated": 1,
+                                        "too_large": 1}
+    [rerun] = [run for run in runs.committed_runs(out) if run.run_id == "rerun"]
+    assert _rows(rerun) == 24 == sum(rerun.count(s) for s in ("train", "validation", "test"))
+    data = open_training_data(out)
+    assert {run.run_id for run in data.runs} == survivors | {"rerun"}
+
+
+def test_every_kind_of_bad_input_in_a_manifest_is_accounted_and_policy_recorded(tmp_path, tiny_backbone):
+    images = tmp_path / "images"
+    rows = []
+    for index, (name, (make, _)) in enumerate(_matrix().items()):
+        images.mkdir(exist_ok=True)
+        (images / name).write_bytes(make())
+        rows.append((f"images/{name}", ("cat", "dog")[index % 2]))
+    rows += [("images/missing.png", "cat"), ("images/cmyk_jpeg", "dog")]  # gone; a duplicate
+    manifest_path = write_manifest(str(tmp_path / "list.csv"), rows, header=True)
+    with open(manifest_path, "a") as f:
+        f.write("only-one-field\n")
+    manifest = extract.run([f"--source=manifest:{manifest_path}", f"--output={tmp_path / 'out'}",
+                            f"--backbone={tiny_backbone}", "--num_shards=1", "--no_progress",
+                            "--resize_policy=pad"])
+    expected_bad = [e for _, e in _matrix().values() if isinstance(e, str)]
+    reasons = {}
+    for reason in expected_bad + ["unreadable", "unreadable"]:
+        reasons[reason] = reasons.get(reason, 0) + 1
+    reasons["conflicting_labels"] = 2  # cmyk_jpeg listed under cat and dog: both copies go
+    good = len(_matrix()) - len(expected_bad) - 1
+    assert manifest["inputs"] == len(rows) + 1 == manifest["accepted"] + manifest["rejected"]
+    assert manifest["dead_letters"] == reasons and manifest["accepted"] == good
+    assert manifest["options"]["resize"]["policy"] == "pad"  # what serving must do too
+
+
+def _matrix():
+    from tests.test_decode import MATRIX
+
+    return MATRIX
