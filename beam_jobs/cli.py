@@ -83,11 +83,16 @@ def _filtered_stderr() -> Iterator[None]:
             sys.stderr.flush()
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow (if installed) and run its CUDA probe with the banner filtered."""
+def _probe_tensorflow() -> None:
+    """Import TensorFlow (if installed) and run its CUDA probe, whose error line is noise too."""
     if importlib.util.find_spec("tensorflow") is not None:
-        with _filtered_stderr():
-            importlib.import_module("tensorflow").config.list_physical_devices("GPU")
+        importlib.import_module("tensorflow").config.list_physical_devices("GPU")
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its start-up banner filtered."""
+    with _filtered_stderr():
+        _probe_tensorflow()
 
 
 def _wants_help(argv: Sequence[str]) -> bool:
@@ -99,8 +104,8 @@ def import_quietly(module: str, with_tensorflow: bool = True) -> Any:
     without TF's start-up banner; the CUDA probe runs here too, so its error line is caught."""
     with _filtered_stderr():
         loaded = importlib.import_module(module)
-        if with_tensorflow and importlib.util.find_spec("tensorflow") is not None:
-            importlib.import_module("tensorflow").config.list_physical_devices("GPU")
+        if with_tensorflow:
+            _probe_tensorflow()
     return loaded
 
 

@@ -98,8 +98,7 @@ def committed_runs(output: str) -> list[Run]:
     """All committed runs under an extract output folder, oldest first (run ids sort by time)."""
     pattern = join(output.rstrip("/"), RUNS_DIR, "*", SUCCESS)
     matches = FileSystems.match([pattern])[0].metadata_list
-    run_dirs = sorted(posixpath.dirname(m.path) if "://" in m.path else
-                      m.path.rsplit("/", 1)[0] for m in matches)
+    run_dirs = sorted(posixpath.dirname(m.path) for m in matches)
     return [open_run(d) for d in run_dirs]
 
 

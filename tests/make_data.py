@@ -227,12 +227,3 @@ def write_manifest(path: str, rows: list[tuple], header: bool = False) -> str:
             for row in rows:
                 f.write(",".join(row) + "\n")
     return path
-
-
-def pipeline_options():
-    """Options for a bare test pipeline in a process where `ExtractOptions` is imported: Beam
-    parses every PipelineOptions subclass's flags, and that one marks --source and --output
-    required, so a pipeline without them would exit 2."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    return PipelineOptions(["--source=unused:x", "--output=unused"])

@@ -13,7 +13,6 @@ from beam_jobs.elements import REASONS, SourceImage
 from beam_jobs.imaging import DecodeError, decode_rgb, resize_to_square
 from beam_jobs.splits import DeduplicateAndSplit
 from tests import make_data as md
-from tests.make_data import pipeline_options
 
 # name → (bytes factory, expected: an RGB shape (H, W) or a dead-letter reason)
 MATRIX = {
@@ -136,7 +135,7 @@ def test_every_bad_input_is_accounted_once_through_dedup_and_decode():
                SourceImage.unusable("m/gone", "unreadable", "after 4 attempt(s)")]
     expected_bad = sorted([e for _, e in MATRIX.values() if isinstance(e, str)]
                           + ["empty", "duplicate", "unreadable"])
-    with beam.Pipeline(options=pipeline_options()) as p:
+    with beam.Pipeline() as p:
         dedup = p | beam.Create(inputs) | DeduplicateAndSplit((0.8, 0.1, 0.1))
         decoded = dedup.kept | DecodeImages(max_pixels=89_478_485)
         letters = (dedup.dead_letter, decoded.dead_letter) | beam.Flatten()

@@ -12,7 +12,7 @@ from beam_jobs.errors import UserError
 from beam_jobs.sources import KeepFirst, SourceConfig, read_images
 from beam_jobs.sources import reading
 from beam_jobs.sources.cifar10 import load_batch
-from tests.make_data import (class_image, pipeline_options, png_bytes, tf_example,
+from tests.make_data import (class_image, png_bytes, tf_example,
                              write_cifar10, write_idx, write_manifest, write_tfrecord)
 
 
@@ -33,7 +33,7 @@ def _collect(item) -> None:
 
 def _run(spec: str, config: SourceConfig, convert) -> list:
     _COLLECTED.clear()
-    with beam.Pipeline(options=pipeline_options()) as p:
+    with beam.Pipeline() as p:
         p | read_images(spec, config=config) | beam.Map(lambda image: _collect(convert(image)))
     return list(_COLLECTED)
 
@@ -194,7 +194,7 @@ def test_limit_by_split_keeps_first_uris_of_capped_splits_only():
     from beam_jobs.sources.reading import Candidate
 
     items = [Candidate(f"u{i}", "x", "train" if i % 2 else "test") for i in range(10)]
-    with beam.Pipeline(options=pipeline_options()) as p:
+    with beam.Pipeline() as p:
         kept = (p | beam.Create(items) | KeepFirst({"train": 2})
                 | beam.Map(lambda c: c.uri))
         assert_that(kept, equal_to(["u1", "u3", "u0", "u2", "u4", "u6", "u8"]))
