@@ -29,7 +29,8 @@ from beam_jobs.errors import UserError
 from beam_jobs.inference import BackboneModelHandler, pin_tf_threads, threads_per_worker
 from beam_jobs.options import ExtractOptions
 from beam_jobs.sinks import WriteDeadLetters, WriteShards, WriteStats
-from beam_jobs.splits import DeduplicateAndSplit, parse_percentages
+from beam_jobs.splits import (DeduplicateAndSplit, SelectPlanned, SetAsideUnusable,
+                              parse_percentages, rejected_uri)
 from beam_jobs.transform import AnalyzeAndWriteTransform
 
 log = logging.getLogger(__name__)
@@ -79,17 +80,31 @@ def build_pipeline(p: beam.Pipeline, opts: ExtractOptions, backbone: backbones.B
     """
     percentages = parse_percentages(opts.splits)
     source_config = sources.config_from_options(opts, _read_label_names(opts.label_names))
+    # Pass 1 plans on ids, uris and labels only (never pixels): what is unusable, duplicated,
+    # already extracted, and which split each kept input joins.
     images = p | "ReadImages" >> sources.read_images(opts.source, config=source_config)
+    usable = images | "SetAsideUnusable" >> SetAsideUnusable()
+    copies, skipped = usable.kept, []
     if known_runs:  # --incremental with earlier runs of this backbone: extract the delta only
-        images = images | "DropAlreadyExtracted" >> incremental.DropAlreadyExtracted(
+        delta = usable.kept | "DropAlreadyExtracted" >> incremental.DropAlreadyExtracted(
             known_runs, run_dir)
-    kept = images | "DeduplicateAndSplit" >> DeduplicateAndSplit(percentages)
-    decoded = kept.kept | "DecodeImages" >> DecodeImages(opts.max_pixels)
-    labels = (decoded.decoded
-              | "Label" >> beam.Map(lambda item: item.label)
+        copies, skipped = delta.new, [delta.known_uris]
+    plan = copies | "DeduplicateAndSplit" >> DeduplicateAndSplit(percentages)
+    labels = (plan.kept
+              | "Label" >> beam.Map(lambda copy: copy.label)
               | "DistinctLabels" >> beam.Distinct()
               | "SortLabels" >> beam.combiners.ToList()
               | "Sorted" >> beam.Map(sorted))
+    rejected_uris = ((usable.dead_letter, plan.dead_letter)
+                     | "FirstPassDeadLetters" >> beam.Flatten()
+                     | "RejectedUri" >> beam.FlatMap(rejected_uri))
+    skip = [rejected_uris, *skipped] | "Skip" >> beam.Flatten()
+    # Pass 2 streams the images again through decode, backbone and sinks in one fused stage,
+    # so no stage ever holds the whole collection (in-memory runners keep every shuffle).
+    selected = (p
+                | "ReadImagesAgain" >> sources.read_images(opts.source, config=source_config)
+                | "SelectPlanned" >> SelectPlanned(skip, percentages))
+    decoded = selected.kept | "DecodeImages" >> DecodeImages(opts.max_pixels)
     handler = KeyedModelHandler(BackboneModelHandler(
         backbone, max_batch_size=opts.batch_size, intra_op_threads=threads_per_worker(opts),
         resize_policy=opts.resize_policy))
@@ -98,7 +113,8 @@ def build_pipeline(p: beam.Pipeline, opts: ExtractOptions, backbone: backbones.B
                         | "RunInference" >> RunInference(handler).with_exception_handling())
     records = inferred | "ToRecord" >> beam.Map(
         _to_record, beam.pvalue.AsSingleton(labels), backbone.fingerprint)
-    dead_letters = ((kept.dead_letter, decoded.dead_letter,
+    dead_letters = ((usable.dead_letter, plan.dead_letter, selected.dead_letter,
+                     decoded.dead_letter,
                      failed.failed_inferences | "FailedBatch" >> beam.FlatMap(
                          _failed_batch_to_dead_letters))
                     | "AllDeadLetters" >> beam.Flatten())
@@ -108,7 +124,8 @@ def build_pipeline(p: beam.Pipeline, opts: ExtractOptions, backbone: backbones.B
      | "AnalyzeTransform" >> AnalyzeAndWriteTransform(run_dir, backbone.feature_dim,
                                                       transform_temp_dir))
     dead_letters | "WriteDeadLetters" >> WriteDeadLetters(run_dir)
-    ({"inputs": images, "records": records, "dead_letters": dead_letters}
+    inputs = (usable.dead_letter, copies) | "Inputs" >> beam.Flatten()  # the delta's, if any
+    ({"inputs": inputs, "records": records, "dead_letters": dead_letters}
      | "WriteStats" >> WriteStats(run_dir))
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -95,8 +96,13 @@ def _count_line(_, count: int) -> str:
     return json.dumps({"already_extracted": count})
 
 
+class Delta(NamedTuple):
+    new: beam.PCollection  # Copy: not in any known run, or relabelled
+    known_uris: beam.PCollection  # uris of the copies skipped as already extracted
+
+
 class DropAlreadyExtracted(beam.PTransform):
-    """SourceImage → the SourceImages no known run holds (or holds under another label).
+    """Copy → the copies no known run holds (or holds under another label).
 
     Writes how many it dropped to `<run_dir>/_already_extracted.json` (read back and removed
     by `pop_already_extracted` before the commit), counted from the data like the run stats.
@@ -123,7 +129,7 @@ class DropAlreadyExtracted(beam.PTransform):
          | "WriteKnownCount" >> beam.io.WriteToText(
              runs.join(self._run_dir, ALREADY_EXTRACTED_FILE), file_name_suffix=".json",
              shard_name_template=""))
-        return kept.new
+        return Delta(new=kept.new, known_uris=kept[_KNOWN])
 
 
 def pop_already_extracted(run_dir: str) -> int:

@@ -31,7 +31,11 @@ class ExtractOptions(PipelineOptions):
         parser.add_argument("--label_names", default=None,
                             help="file with one class name per line, for sources whose labels "
                                  "are integers (idx)")
-        parser.add_argument("--num_shards", type=int, default=4, help="shards per split")
+        parser.add_argument("--num_shards", type=int, default=0,
+                            help="files per split and format: 0 (default) writes one per "
+                                 "worker bundle as the records stream past, so memory stays "
+                                 "flat however many images; N > 0 gives exactly N but "
+                                 "shuffles every record first (in-memory runners hold them all)")
         parser.add_argument("--batch_size", type=int, default=64,
                             help="largest batch fed to the backbone")
         parser.add_argument("--max_pixels", type=int, default=89_478_485,

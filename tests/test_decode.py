@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from beam_jobs.decode import DecodeImages
 from beam_jobs.elements import REASONS, SourceImage
 from beam_jobs.imaging import DecodeError, decode_rgb, resize_to_square
-from beam_jobs.splits import DeduplicateAndSplit
+from beam_jobs.splits import DeduplicateAndSplit, SelectPlanned, SetAsideUnusable, rejected_uri
 from tests import make_data as md
 
 # name → (bytes factory, expected: an RGB shape (H, W) or a dead-letter reason)
@@ -136,9 +136,15 @@ def test_every_bad_input_is_accounted_once_through_dedup_and_decode():
     expected_bad = sorted([e for _, e in MATRIX.values() if isinstance(e, str)]
                           + ["empty", "duplicate", "unreadable"])
     with beam.Pipeline() as p:
-        dedup = p | beam.Create(inputs) | DeduplicateAndSplit((0.8, 0.1, 0.1))
-        decoded = dedup.kept | DecodeImages(max_pixels=89_478_485)
-        letters = (dedup.dead_letter, decoded.dead_letter) | beam.Flatten()
+        usable = p | "Read" >> beam.Create(inputs) | SetAsideUnusable()
+        plan = usable.kept | DeduplicateAndSplit((0.8, 0.1, 0.1))
+        skip = ((usable.dead_letter, plan.dead_letter) | "Rejected" >> beam.Flatten()
+                | beam.FlatMap(rejected_uri))
+        selected = (p | "ReadAgain" >> beam.Create(inputs)
+                    | SelectPlanned(skip, (0.8, 0.1, 0.1)))
+        decoded = selected.kept | DecodeImages(max_pixels=89_478_485)
+        letters = ((usable.dead_letter, plan.dead_letter, selected.dead_letter,
+                    decoded.dead_letter) | beam.Flatten())
         assert_that(letters | beam.combiners.ToList() | beam.Map(_reasons),
                     equal_to([expected_bad]), label="Reasons")
         accepted = decoded.decoded | beam.combiners.Count.Globally()

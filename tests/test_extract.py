@@ -154,3 +154,21 @@ def test_limit_caps_each_source_split_by_its_name(tmp_path, tiny_backbone):
                         "--limit=train=20,test=5")
     assert manifest["inputs"] == 25
     assert sum(manifest["counts"]["test"].values()) == 5
+
+
+def test_manifest_lines_naming_one_file_twice_are_read_once(tmp_path, tiny_backbone):
+    """The job reads a source twice (plan, then extract): a file listed twice must still be
+    one record and one `duplicate` letter, and a file listed with two labels two conflicts."""
+    from tests.make_data import write_manifest
+
+    write_folder(str(tmp_path / "images"), per_class=3)
+    rows = [(f"images/{label}/{i:04d}.png", label) for label in ("cat", "dog") for i in range(3)]
+    rows += [("images/cat/0000.png", "cat"),                 # the same line again
+             ("images/dog/0001.png", "cat")]                 # the same file, another label
+    manifest_path = write_manifest(str(tmp_path / "list.csv"), rows, header=True)
+    manifest = _extract(f"manifest:{manifest_path}", str(tmp_path / "out"), tiny_backbone)
+    assert manifest["inputs"] == 8 == manifest["accepted"] + manifest["rejected"]
+    assert manifest["dead_letters"] == {"duplicate": 1, "conflicting_labels": 2}
+    [run] = runs.committed_runs(str(tmp_path / "out"))
+    uris = [r[record.URI] for split in ("train", "validation", "test") for r in _rows(run, split)]
+    assert len(uris) == len(set(uris)) == 5

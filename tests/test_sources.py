@@ -81,10 +81,22 @@ def test_manifest_csv_with_header_resolves_relative_uris_and_keeps_splits(tmp_pa
 
 def test_manifest_jsonl_lines(tmp_path):
     _write(tmp_path / "x" / "a.png", PNG)
+    _write(tmp_path / "x" / "b.png", PNG)
     manifest = write_manifest(str(tmp_path / "list.jsonl"), [("x/a.png", "cat"),
-                                                             ("x/a.png", "dog", "train")])
+                                                             ("x/b.png", "dog", "train")])
     assert _read(f"manifest:{manifest}") == sorted([
-        ("a.png", "cat", None, "bytes"), ("a.png", "dog", "train", "bytes")], key=str)
+        ("a.png", "cat", None, "bytes"), ("b.png", "dog", "train", "bytes")], key=str)
+
+
+def test_manifest_reads_a_file_listed_twice_once(tmp_path):
+    _write(tmp_path / "x" / "a.png", PNG)
+    _write(tmp_path / "x" / "b.png", PNG)
+    manifest = write_manifest(str(tmp_path / "list.csv"), [
+        ("x/a.png", "cat"), ("x/a.png", "cat"), ("x/b.png", "cat"), ("x/b.png", "dog")])
+    assert _read(f"manifest:{manifest}") == sorted([
+        ("a.png", "cat", None, "bytes"), ("a.png", "cat", None, "duplicate"),
+        ("b.png", "cat", None, "conflicting_labels"),
+        ("b.png", "dog", None, "conflicting_labels")], key=str)
 
 
 def test_missing_manifest_is_a_user_error(tmp_path):

@@ -106,5 +106,6 @@ class ReadCifar10(beam.PTransform):
         batches, meta = find_batches(self._directory)
         return (pbegin
                 | "ListBatches" >> beam.Create(sorted(batches.items()))
-                | "Explode" >> beam.ParDo(_ExplodeBatch(self._limit, class_names(meta)))
-                | "Spread" >> beam.Reshuffle())
+                | "Spread" >> beam.Reshuffle()  # the file names: a shuffle of the images
+                # themselves would be held whole in memory by the DirectRunner
+                | "Explode" >> beam.ParDo(_ExplodeBatch(self._limit, class_names(meta))))

@@ -8,6 +8,7 @@ hash downstream), `t10k`/`test` → test.  Images are `idx3` [N, H, W] (greyscal
 
 from __future__ import annotations
 
+import functools
 import gzip
 import re
 import struct
@@ -65,30 +66,57 @@ def find_parts(directory: str) -> dict[str, tuple[str, str]]:
     return parts
 
 
-class _ExplodeIdx(beam.DoFn):
-    """Reads one images/labels pair and yields one SourceImage per row."""
+CHUNK_ROWS = 2_000  # rows per unit of work: enough to spread over workers, few to plan
 
-    def __init__(self, limit, label_names: Optional[list[str]]):
+
+@functools.lru_cache(maxsize=2)
+def _load_part(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays of one part, parsed once per worker process for all its chunks."""
+    images, labels = read_idx(read_bytes(images_path)), read_idx(read_bytes(labels_path))
+    if len(images) != len(labels):
+        raise UserError(f"{images_path} holds {len(images)} images, labels {len(labels)}.")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise UserError(f"{images_path} holds images of shape {images.shape[1:]}: expected "
+                        f"[H, W] or [H, W, C] with C = 1 or 3.")
+    return images, labels
+
+
+class _PlanChunks(beam.DoFn):
+    """One images/labels pair → row ranges (name, paths, start, stop), the limit applied.
+
+    Ranges, not images, are what gets shuffled to spread the work: a shuffle of the images
+    themselves would be held whole in memory by the DirectRunner.
+    """
+
+    def __init__(self, limit):
         self._limit = limit
-        self._label_names = label_names
-        self._read = Metrics.counter("extract", "images_read")
 
-    def process(self, part: tuple[str, str, str]) -> Iterator[SourceImage]:
+    def process(self, part: tuple[str, str, str]) -> Iterator[tuple[str, str, str, int, int]]:
         name, images_path, labels_path = part
-        images, labels = read_idx(read_bytes(images_path)), read_idx(read_bytes(labels_path))
-        if len(images) != len(labels):
-            raise UserError(f"{images_path} holds {len(images)} images, labels {len(labels)}.")
+        rows = len(_load_part(images_path, labels_path)[1])
         split = _PARTS.get(name.lower())
         limit = self._limit
         if isinstance(limit, dict):  # keyed by file part (t10k) or by split (test)
             limit = limit.get(name, limit.get(split or ""))
-        count = len(images) if limit is None else min(limit, len(images))
-        if images.ndim == 3:
-            images = images[..., None]
-        if images.ndim != 4 or images.shape[-1] not in (1, 3):
-            raise UserError(f"{images_path} holds images of shape {images.shape[1:]}: expected "
-                            f"[H, W] or [H, W, C] with C = 1 or 3.")
-        for index in range(count):
+        count = rows if limit is None else min(limit, rows)
+        for start in range(0, count, CHUNK_ROWS):
+            yield name, images_path, labels_path, start, min(start + CHUNK_ROWS, count)
+
+
+class _ExplodeChunk(beam.DoFn):
+    """One row range → one SourceImage per row, with the file's split."""
+
+    def __init__(self, label_names: Optional[list[str]]):
+        self._label_names = label_names
+        self._read = Metrics.counter("extract", "images_read")
+
+    def process(self, chunk: tuple[str, str, str, int, int]) -> Iterator[SourceImage]:
+        name, images_path, labels_path, start, stop = chunk
+        images, labels = _load_part(images_path, labels_path)
+        split = _PARTS.get(name.lower())
+        for index in range(start, stop):
             self._read.inc()
             yield SourceImage(uri=f"idx:{name}#{index}", label=self._label(int(labels[index])),
                               pixels=np.ascontiguousarray(images[index], dtype=np.uint8),
@@ -115,5 +143,6 @@ class ReadIdx(beam.PTransform):
         parts = [(name, img, lab) for name, (img, lab) in find_parts(self._directory).items()]
         return (pbegin
                 | "ListParts" >> beam.Create(parts)
-                | "Explode" >> beam.ParDo(_ExplodeIdx(self._limit, self._label_names))
-                | "Spread" >> beam.Reshuffle())
+                | "Chunks" >> beam.ParDo(_PlanChunks(self._limit))
+                | "Spread" >> beam.Reshuffle()
+                | "Explode" >> beam.ParDo(_ExplodeChunk(self._label_names)))

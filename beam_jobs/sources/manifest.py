@@ -11,12 +11,12 @@ from __future__ import annotations
 import csv
 import json
 import posixpath
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.elements import UNREADABLE, SourceImage
+from beam_jobs.elements import CONFLICTING_LABELS, DUPLICATE, UNREADABLE, SourceImage
 from beam_jobs.errors import UserError
 from beam_jobs.sources import KeepFirst
 from beam_jobs.sources.reading import Candidate, ReadCandidate, matches
@@ -92,9 +92,37 @@ class ReadManifest(beam.PTransform):
         lines = (pbegin
                  | "ReadLines" >> beam.io.ReadFromTextWithFilename(self._manifest)
                  | "Parse" >> beam.ParDo(_ParseLine()).with_outputs("bad", main="candidates"))
-        images = (lines.candidates
+        listed = (lines.candidates
                   | "Limit" >> KeepFirst(self._limit)
-                  | "Spread" >> beam.Reshuffle()
-                  | "Read" >> beam.ParDo(ReadCandidate()))
-        return (images, lines.bad) | "WithBadLines" >> beam.Flatten()
+                  | "ByUri" >> beam.Map(lambda candidate: (candidate.uri, candidate))
+                  | "GroupListings" >> beam.GroupByKey()  # also spreads the reads
+                  | "ReadOnce" >> beam.ParDo(_CollapseRepeats()).with_outputs(
+                      "repeats", main="once"))
+        images = listed.once | "Read" >> beam.ParDo(ReadCandidate())
+        return (images, listed.repeats, lines.bad) | "WithBadLines" >> beam.Flatten()
+
+
+class _CollapseRepeats(beam.DoFn):
+    """A file listed on several lines is read once; the other listings are accounted for as
+    `duplicate` (same label) or, with different labels, every listing as `conflicting_labels`.
+
+    The extract job reads a source twice (plan, then extract) and relies on each uri naming
+    one input; repeated manifest lines are settled here, identically in both passes.
+    """
+
+    def process(self, listings: tuple[str, Iterable[Candidate]]) -> Iterator:
+        uri, candidates = listings
+        ordered = sorted(candidates, key=lambda c: (c.label, c.source_split or ""))
+        labels = sorted({c.label for c in ordered})
+        if len(labels) > 1:
+            for candidate in ordered:
+                yield beam.pvalue.TaggedOutput("repeats", SourceImage.unusable(
+                    uri, CONFLICTING_LABELS, f"listed {len(ordered)} times in the manifest "
+                    f"with labels {labels}", label=candidate.label))
+            return
+        yield ordered[0]
+        for candidate in ordered[1:]:
+            yield beam.pvalue.TaggedOutput("repeats", SourceImage.unusable(
+                uri, DUPLICATE, f"listed {len(ordered)} times in the manifest; read once",
+                label=candidate.label))
 
