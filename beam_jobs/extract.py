@@ -28,7 +28,7 @@ from beam_jobs.elements import INFERENCE_FAILED, ModelInput, dead_letter
 from beam_jobs.errors import UserError
 from beam_jobs.inference import BackboneModelHandler, pin_tf_threads, threads_per_worker
 from beam_jobs.options import ExtractOptions
-from beam_jobs.sinks import WriteDeadLetters, WriteShards, WriteStats
+from beam_jobs.sinks import ToRecordBatches, WriteDeadLetters, WriteShards, WriteStats
 from beam_jobs.splits import (DeduplicateAndSplit, SelectPlanned, SetAsideUnusable,
                               parse_percentages, rejected_uri)
 from beam_jobs.transform import AnalyzeAndWriteTransform
@@ -118,14 +118,16 @@ def build_pipeline(p: beam.Pipeline, opts: ExtractOptions, backbone: backbones.B
                      failed.failed_inferences | "FailedBatch" >> beam.FlatMap(
                          _failed_batch_to_dead_letters))
                     | "AllDeadLetters" >> beam.Flatten())
-    records | "WriteShards" >> WriteShards(run_dir, backbone.feature_dim, opts.num_shards)
-    (records
-     | "TrainOnly" >> beam.Filter(lambda r: r[record.SPLIT] == record.SPLITS[0])
+    batches = records | "ToRecordBatches" >> ToRecordBatches(backbone.feature_dim)
+    batches | "WriteShards" >> WriteShards(run_dir, backbone.feature_dim, opts.num_shards)
+    (batches
+     | "TrainOnly" >> beam.Filter(lambda kv: kv[0] == record.SPLITS[0])
+     | "TrainBatch" >> beam.Values()
      | "AnalyzeTransform" >> AnalyzeAndWriteTransform(run_dir, backbone.feature_dim,
                                                       transform_temp_dir))
     dead_letters | "WriteDeadLetters" >> WriteDeadLetters(run_dir)
     inputs = (usable.dead_letter, copies) | "Inputs" >> beam.Flatten()  # the delta's, if any
-    ({"inputs": inputs, "records": records, "dead_letters": dead_letters}
+    ({"inputs": inputs, "batches": batches, "dead_letters": dead_letters}
      | "WriteStats" >> WriteStats(run_dir))
 
 

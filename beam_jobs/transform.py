@@ -42,17 +42,40 @@ def preprocessing_fn(inputs: dict) -> dict:
     }
 
 
-def _raw_instance(row: dict) -> dict:
-    return {record.LABEL: row[record.LABEL].encode("utf-8") if isinstance(row[record.LABEL], str)
-            else row[record.LABEL],
-            record.TRANSFER_VALUES: row[record.TRANSFER_VALUES]}
+RAW_FEATURES = (record.LABEL, record.TRANSFER_VALUES)
+
+
+def _raw_batch(batch):
+    """A run's record batch → the raw features as list columns, TFT's RecordBatch input."""
+    return record.as_example_lists(batch, RAW_FEATURES)
+
+
+def tensor_adapter_config(feature_dim: int):
+    """How TFT turns those list columns into tensors: a string scalar and a dense [D] vector."""
+    import pyarrow as pa
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    from tfx_bsl.tfxio import tensor_adapter
+
+    def dense(name: str, *dims: int) -> schema_pb2.TensorRepresentation:
+        return schema_pb2.TensorRepresentation(dense_tensor=(
+            schema_pb2.TensorRepresentation.DenseTensor(
+                column_name=name, shape=schema_pb2.FixedShape(
+                    dim=[schema_pb2.FixedShape.Dim(size=d) for d in dims]))))
+
+    arrow_schema = pa.schema([pa.field(record.LABEL, pa.list_(pa.binary())),
+                              pa.field(record.TRANSFER_VALUES, pa.list_(pa.float32()))])
+    return tensor_adapter.TensorAdapterConfig(
+        arrow_schema, {record.LABEL: dense(record.LABEL),
+                       record.TRANSFER_VALUES: dense(record.TRANSFER_VALUES, feature_dim)})
 
 
 class AnalyzeAndWriteTransform(beam.PTransform):
-    """Train-split records → `<run_dir>/transform_fn/` and `<run_dir>/transformed_metadata/`.
+    """Train-split record batches → `<run_dir>/transform_fn/` and `transformed_metadata/`.
 
-    `temp_dir` is TFT's scratch space (it stages the analysed graph there); the caller picks a
-    place that is cleaned up with the job (the pipeline's --temp_location or a local folder).
+    Fed Arrow RecordBatches (TFT's native input) rather than instance dicts, which TFT would
+    re-encode one record at a time.  `temp_dir` is TFT's scratch space (it stages the analysed
+    graph there); the caller picks a place that is cleaned up with the job (the pipeline's
+    --temp_location or a local folder).
     """
 
     def __init__(self, run_dir: str, feature_dim: int, temp_dir: str):
@@ -61,14 +84,11 @@ class AnalyzeAndWriteTransform(beam.PTransform):
         self._feature_dim = feature_dim
         self._temp_dir = temp_dir
 
-    def expand(self, train_records):
+    def expand(self, train_batches):
         import tensorflow_transform.beam as tft_beam
-        from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-        metadata = dataset_metadata.DatasetMetadata(
-            schema_utils.schema_from_feature_spec(raw_feature_spec(self._feature_dim)))
         with tft_beam.Context(temp_dir=self._temp_dir):
-            instances = train_records | "ToRawInstance" >> beam.Map(_raw_instance)
-            transform_fn = ((instances, metadata)
+            raw = train_batches | "RawFeatures" >> beam.Map(_raw_batch)
+            transform_fn = ((raw, tensor_adapter_config(self._feature_dim))
                             | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn))
             return transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(self._run_dir)
