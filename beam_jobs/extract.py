@@ -166,7 +166,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
             "incremental": opts.incremental, "already_extracted": already_extracted,
             "options": {"splits": opts.splits, "limit": opts.limit,
                         "resize": {"policy": opts.resize_policy,
-                                   "method": "bilinear+antialias"}},
+                                   "method": "bilinear, antialiased when shrinking"}},
             "backbone": {"name": backbone.name, "fingerprint": backbone.fingerprint,
                          "image_size": backbone.image_size, "feature_dim": backbone.feature_dim,
                          "handle": opts.backbone},
