@@ -80,6 +80,29 @@ def compiled_resize(size: int, policy: str, channels: int):
     return resize
 
 
+_FORWARDS: dict[tuple[int, int, str, int], Any] = {}
+
+
+def _resize_and_forward(model: Any, size: int, policy: str, channels: int):
+    """One graph for resize + backbone: no 224x224 batch copied out to numpy and back in, and
+    one call for TensorFlow to schedule (about 5 % of the forward pass on 28x28 images)."""
+    key = (id(model), size, policy, channels)
+    forward = _FORWARDS.get(key)
+    if forward is None:
+        import tensorflow as tf
+
+        from beam_jobs.backbones import SIGNATURE_INPUT, SIGNATURE_OUTPUT
+
+        def resize_and_forward(images):
+            resized = resize_to_square(images, size=size, policy=policy)
+            return model(**{SIGNATURE_INPUT: resized})[SIGNATURE_OUTPUT]
+
+        forward = tf.function(resize_and_forward, autograph=False, input_signature=[
+            tf.TensorSpec([None, None, None, channels], tf.uint8)])
+        _FORWARDS[key] = forward
+    return forward
+
+
 class BackboneModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
     """uint8 [S,S,3] images in, float32 [D] transfer values out, in batches."""
 
@@ -106,9 +129,15 @@ class BackboneModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
 
         from beam_jobs.backbones import SIGNATURE_INPUT, SIGNATURE_OUTPUT
 
-        images = tf.constant(self.resize_batch(batch))
-        features = model(**{SIGNATURE_INPUT: images})[SIGNATURE_OUTPUT].numpy()
-        return [PredictionResult(x, y) for x, y in zip(batch, features)]
+        shapes = {image.shape for image in batch}
+        if len(shapes) == 1:  # the common case: resize and forward pass in one graph call
+            stacked = np.stack(batch)
+            features = _resize_and_forward(model, self._backbone.image_size,
+                                           self._resize_policy, stacked.shape[-1])(stacked)
+        else:
+            features = model(**{SIGNATURE_INPUT: tf.constant(self.resize_batch(batch))})[
+                SIGNATURE_OUTPUT]
+        return [PredictionResult(x, y) for x, y in zip(batch, features.numpy())]
 
     def resize_batch(self, batch: Sequence[np.ndarray]) -> np.ndarray:
         """Decoded uint8 images of any sizes → uint8 [N, S, S, 3], resized group by group."""

@@ -24,6 +24,25 @@ def test_batched_compiled_resize_gives_the_serving_resize_pixels(tiny_backbone, 
     np.testing.assert_array_equal(handler.resize_batch(batch), expected)
 
 
+def test_one_graph_for_resize_and_forward_gives_the_two_step_features(tiny_backbone):
+    """Batches of one shape take the fused resize+forward graph, mixed ones resize per shape:
+    both must give what the backbone gives on the serving resize's pixels."""
+    from beam_jobs.backbones import SIGNATURE_INPUT, SIGNATURE_OUTPUT
+
+    rng = np.random.default_rng(1)
+    backbone = backbones.load(tiny_backbone)
+    handler = BackboneModelHandler(backbone)
+    model = handler.load_model()
+    uniform = [rng.integers(0, 256, (28, 28, 1), dtype=np.uint8) for _ in range(4)]
+    mixed = uniform[:2] + [rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)]
+    for batch in (uniform, mixed):
+        got = np.stack([r.inference for r in handler.run_inference(batch, model)])
+        pixels = np.stack([resize_to_square(image, backbone.image_size).numpy()
+                           for image in batch])
+        want = model(**{SIGNATURE_INPUT: pixels})[SIGNATURE_OUTPUT].numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_handler_feeds_fixed_size_batches_by_default(tiny_backbone):
     kwargs = BackboneModelHandler(backbones.load(tiny_backbone),
                                   max_batch_size=32).batch_elements_kwargs()
