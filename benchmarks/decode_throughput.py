@@ -55,6 +55,17 @@ def timed(fn, items) -> float:
     return len(items) / (time.perf_counter() - start)
 
 
+def threaded(fn, items, threads: int) -> float:
+    """images/s of `fn` over `items` spread over `threads` threads, after a warm-up call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fn(items[0])
+    with ThreadPoolExecutor(threads) as pool:
+        start = time.perf_counter()
+        list(pool.map(fn, items))
+        return len(items) / (time.perf_counter() - start)
+
+
 def backbone_rate(backbone, batch: int, batches: int = 8) -> float:
     images = np.random.default_rng(1).integers(
         0, 256, (batch, backbone.image_size, backbone.image_size, 3), dtype=np.uint8)
@@ -91,10 +102,16 @@ def main() -> None:
     resize = timed(lambda image: handler.resize_batch([image]), decoded)
     print(f"resize to {size}, as the handler: {resize:8.1f} img/s  (one graph per shape)")
     both = 1.0 / (1.0 / decode + 1.0 / resize)
+    cores = os.cpu_count() or 1
+    parallel = threaded(lambda jpeg: handler.resize_batch([decode_rgb(jpeg)]), jpegs, cores)
     model = backbone_rate(backbone, args.batch_size)
-    print(f"decode + resize:              {both:8.1f} img/s")
-    print(f"backbone, batch {args.batch_size}:           {model:8.1f} img/s")
-    print(f"(decode + resize) / backbone = {both / model:.1f}x  (target >= 5x); "
+    print(f"decode + resize, one thread:  {both:8.1f} img/s")
+    print(f"decode + resize, {cores} threads:   {parallel:8.1f} img/s  (the backbone's cores; "
+          f"Pillow and TF release the GIL)")
+    print(f"backbone, batch {args.batch_size}:           {model:8.1f} img/s  (TF's threads on "
+          f"{cores} cores)")
+    print(f"(decode + resize) / backbone = {both / model:.1f}x on one thread, "
+          f"{parallel / model:.1f}x on {cores} (target >= 5x); "
           f"load average now {os.getloadavg()[0]:.2f}")
 
 
