@@ -80,8 +80,8 @@ def build_pipeline(p: beam.Pipeline, opts: ExtractOptions, backbone: backbones.B
     """
     percentages = parse_percentages(opts.splits)
     source_config = sources.config_from_options(opts, _read_label_names(opts.label_names))
-    # Pass 1 plans on ids, uris and labels only (never pixels): what is unusable, duplicated,
-    # already extracted, and which split each kept input joins.
+    # Pass 1 plans on ids, uris and labels only (never pixels): what is unusable, duplicated
+    # or already extracted, and the run's labels.
     images = p | "ReadImages" >> sources.read_images(opts.source, config=source_config)
     usable = images | "SetAsideUnusable" >> SetAsideUnusable()
     copies, skipped = usable.kept, []
