@@ -138,6 +138,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                                          beam_note=BEAM_NOTE)
     opts = options.view_as(ExtractOptions)
     parse_percentages(opts.splits)  # flag errors before anything expensive
+    _check_counts(opts)
     sources.parse_limit(opts.limit)
     backbone = backbones.load(opts.backbone)
     run_id = opts.run_id or commit.new_run_id()
@@ -177,6 +178,15 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         raise
     _report(run_dir, manifest, elapsed)
     return manifest
+
+
+def _check_counts(opts: ExtractOptions) -> None:
+    """Numbers argparse accepts but the job cannot use (Beam would take --num_shards=-1 as 0)."""
+    for flag, value, least in (("num_shards", opts.num_shards, 0),
+                               ("batch_size", opts.batch_size, 1),
+                               ("max_pixels", opts.max_pixels, 1)):
+        if value < least:
+            raise UserError(f"--{flag}={value} must be at least {least}.")
 
 
 def _transform_temp_dir(options: PipelineOptions, run_id: str):

@@ -40,6 +40,8 @@ def _one_sentence(capsys) -> str:
 @pytest.mark.parametrize("args, sentence", [
     (["--source=idx:/x", "--output=OUT", "--no_such_flag=1"], "Unknown option --no_such_flag"),
     (["--source=idx:/x", "--output=OUT", "--num_shards=many"], "--num_shards"),
+    (["--source=idx:/x", "--output=OUT", "--num_shards=-1"], "--num_shards=-1 must be at least 0"),
+    (["--source=idx:/x", "--output=OUT", "--batch_size=0"], "--batch_size=0 must be at least 1"),
     (["--output=OUT"], "--source"),
     (["--source=idx:/x", "--output=OUT", "--backbone=resnet9000"], "Unknown backbone"),
     (["--source=idx:/x", "--output=OUT/file/below", "--backbone=BACKBONE"], "Cannot write"),

@@ -168,3 +168,42 @@ def test_every_bad_input_is_accounted_once_through_dedup_and_decode():
                     equal_to([expected_bad]), label="Reasons")
         accepted = decoded.decoded | beam.combiners.Count.Globally()
         assert_that(accepted, equal_to([len(inputs) - len(expected_bad)]), label="Accepted")
+
+
+def _png(seed: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_second_read_skips_what_the_first_rejected_and_letters_what_broke_since():
+    """The extract job reads the source twice; an input that was fine when planned but is
+    unreadable or empty on the second read must become one dead letter, not vanish, and
+    inputs the first pass already rejected must not be counted again."""
+    good = md.plain_png()
+    first = [SourceImage("m/a", "cat", encoded=good),
+             SourceImage("m/b", "cat", encoded=good),                # duplicate of m/a
+             SourceImage("m/c", "dog", encoded=_png(3)),
+             SourceImage("m/d", "dog", encoded=_png(4)),
+             SourceImage.unusable("m/gone", "unreadable", "404")]
+    second = [first[0], first[1],
+              SourceImage.unusable("m/c", "unreadable", "deleted since"),  # broke since
+              SourceImage("m/d", "dog", encoded=b""),                        # emptied since
+              first[4]]
+    with beam.Pipeline() as p:
+        usable = p | "Read" >> beam.Create(first) | SetAsideUnusable()
+        plan = usable.kept | DeduplicateAndSplit((0.8, 0.1, 0.1))
+        skip = ((usable.dead_letter, plan.dead_letter) | "Rejected" >> beam.Flatten()
+                | beam.FlatMap(rejected_uri))
+        selected = (p | "ReadAgain" >> beam.Create(second)
+                    | SelectPlanned(skip, (0.8, 0.1, 0.1)))
+        assert_that(selected.kept | beam.Map(lambda kv: kv[1].uri), equal_to(["m/a"]),
+                    label="Kept")
+        assert_that(selected.dead_letter | beam.Map(lambda line: (
+            json.loads(line)["uri"], json.loads(line)["reason"])),
+            equal_to([("m/c", "unreadable"), ("m/d", "unreadable")]), label="Broken")
