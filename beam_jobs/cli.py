@@ -240,6 +240,14 @@ def tv_retrain() -> int:
     return launch("trainer.retrain")
 
 
+def tv_audit() -> int:
+    return launch("trainer.audit")
+
+
+def tv_runs() -> int:
+    return launch("beam_jobs.runs_cli")
+
+
 def check_writable(folder: str, flag: str) -> None:
     """Fail in the first second, not after the whole job, when the output cannot be written."""
     import uuid

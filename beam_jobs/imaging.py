@@ -79,7 +79,42 @@ _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II
                b"MM\x00*", b"BM", b"RIFF")
 
 
-def decode_rgb(encoded: bytes, max_pixels: int = 89_478_485) -> np.ndarray:
+# JPEGs are decoded in the DCT domain at the smallest of 1/1, 1/2, 1/4, 1/8 scale that keeps
+# both sides at least DRAFT_FACTOR x the backbone's input side (Pillow's `draft`, libjpeg's
+# scale_denom); the serving graph mirrors `jpeg_draft_ratio` with `decode_jpeg(ratio=...)`.
+# Recorded in the manifest as options.decode.  0 turns the DCT scaling off.
+DRAFT_FACTOR = 1
+
+
+def jpeg_draft_ratio(width: int, height: int, size: int, factor: int = DRAFT_FACTOR) -> int:
+    """The DCT scale denominator (1, 2, 4 or 8) for a stored width x height JPEG.
+
+    Pillow's own rule for `draft(mode, (s, s))` with s = factor * size: the largest
+    denominator that leaves both sides at least s (integer division, as Pillow does).
+    """
+    if factor <= 0:
+        return 1
+    side = size * factor
+    scale = min(width // side, height // side)
+    for ratio in (8, 4, 2):
+        if scale >= ratio:
+            return ratio
+    return 1
+
+
+def decode_for_backbone(encoded: bytes, size: int, policy: str = RESIZE_POLICY,
+                        max_pixels: int = 89_478_485) -> np.ndarray:
+    """Encoded bytes -> uint8 [size, size, 3]: what the extract job feeds the backbone.
+
+    One function for the extract job and `tv-predict`, so both see the same pixels; the
+    serving graph's TF decode is tested against it.  Raises `DecodeError`.
+    """
+    pixels = decode_rgb(encoded, max_pixels, draft_size=size)
+    return np.asarray(resize_to_square(pixels, size, policy))
+
+
+def decode_rgb(encoded: bytes, max_pixels: int = 89_478_485,
+               draft_size: int = 0) -> np.ndarray:
     """Encoded bytes → uint8 [H, W, 3] RGB, or `DecodeError` with a dead-letter reason.
 
     Pillow rather than tf.io.decode_image because it reads more formats (CMYK, 16-bit,
@@ -104,6 +139,10 @@ def decode_rgb(encoded: bytes, max_pixels: int = 89_478_485) -> np.ndarray:
                     raise DecodeError("too_large",
                                       f"{width}x{height} exceeds {max_pixels} pixels")
                 image.seek(0)  # animations and multi-page files: the first frame
+                if draft_size and image.format in ("JPEG", "MPO"):
+                    ratio = jpeg_draft_ratio(width, height, draft_size)
+                    if ratio > 1:
+                        image.draft("RGB", (width // ratio, height // ratio))
                 upright = ImageOps.exif_transpose(image)
                 return np.asarray(_to_rgb(upright), dtype=np.uint8)
     except DecodeError:
