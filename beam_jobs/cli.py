@@ -50,11 +50,21 @@ def configure_logging(verbose: bool) -> None:
         for noisy in ("apache_beam", "absl", "tensorflow"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         logging.getLogger("absl").addFilter(_drop_known_library_advice)
+        logging.getLogger("apache_beam.runners.portability.local_job_service").addFilter(
+            _drop_worker_startup_notes)
 
 
 def _drop_known_library_advice(record: logging.LogRecord) -> bool:
     """Library advice addressed to us, not to the user (shown with --verbose)."""
     return "passing instance dicts and DatasetMetadata to TFT" not in str(record.msg)
+
+
+def _drop_worker_startup_notes(record: logging.LogRecord) -> bool:
+    """What each Beam worker process logs as it starts (shown with --verbose): it has no
+    semi-persistent folder, and it ignores our flags, which are meant for the driver."""
+    message = record.getMessage()
+    return not ("No semi_persistent_directory" in message
+                or "Discarding unparseable args" in message)
 
 
 def quiet_tensorflow() -> None:

@@ -10,12 +10,12 @@ import datetime
 import json
 import platform
 import secrets
-from typing import Any
+from typing import Any, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
 import schemas
-from beam_jobs import runs
+from beam_jobs import runs, verify
 from beam_jobs.errors import UserError
 from beam_jobs.sinks import STATS_FILE
 
@@ -48,20 +48,37 @@ def check_accounting(stats: dict[str, Any]) -> tuple[int, int]:
     if stats["inputs"] != accepted + rejected:
         raise RuntimeError(f"Accounting mismatch: {stats['inputs']} inputs but {accepted} "
                            f"accepted + {rejected} rejected; the run is not committed.")
+    return accepted, rejected
+
+
+def check_usable(stats: dict[str, Any], accepted: int, rejected: int) -> None:
+    """A job with no input, or none usable, is the user's to fix (one of a job's several
+    chunks may hold only dead letters: that is fine)."""
     if stats["inputs"] == 0:
         raise UserError("The source holds no images: nothing to extract.")
     if accepted == 0:
         raise UserError(f"None of the {rejected} images could be used; see the dead letters "
                         f"for the reasons ({stats['dead_letters']}).")
-    return accepted, rejected
 
 
-def commit(run_dir: str, manifest: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
-    """Write labels, schema and manifest, drop the transient stats, then the marker."""
+def commit(run_dir: str, manifest: dict[str, Any], stats: dict[str, Any],
+           labels: Sequence[str] | None = None, allow_empty: bool = False) -> dict[str, Any]:
+    """Check the tallies and the files against each other, write labels, schema and manifest,
+    drop the transient stats, then the marker.
+
+    `labels` is the job's label list, which the records' label_id index (every run of a
+    chunked job shares it); by default the labels the tallies hold.
+    """
     accepted, rejected = check_accounting(stats)
-    labels = sorted({label for per_label in stats["counts"].values() for label in per_label})
+    if not allow_empty:
+        check_usable(stats, accepted, rejected)
+    verify.check_on_disk(run_dir, stats)
+    if labels is None:
+        labels = sorted({label for per_label in stats["counts"].values() for label in per_label})
+    labels = list(labels)
     manifest = dict(manifest, labels=labels, counts=stats["counts"], inputs=stats["inputs"],
                     accepted=accepted, rejected=rejected, dead_letters=stats["dead_letters"],
+                    skipped_files=stats.get("skipped_files", {}),
                     schema_version=schemas.SCHEMA_VERSION)
     feature_dim = manifest["backbone"]["feature_dim"]
     runs.write_text(runs.join(run_dir, runs.LABELS), "".join(f"{label}\n" for label in labels))

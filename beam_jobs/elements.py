@@ -60,13 +60,14 @@ class SourceImage:
 
 @dataclasses.dataclass(frozen=True)
 class ModelInput:
-    """An accepted, decoded image on its way to the backbone (resized there, in batches)."""
+    """An accepted, decoded image on its way to the backbone: already its S×S input, or at
+    native size when no side exceeds S (then enlarged with its batch, the same arithmetic)."""
 
     image_id: str
     uri: str
     label: str
     split: str
-    image: np.ndarray  # uint8 [H, W, 1 or 3], as decoded
+    image: np.ndarray  # uint8 [S, S, 3], or [H, W, 1 or 3] with H, W <= S
 
 
 def dead_letter(uri: str, stage: str, reason: str, detail: str) -> str:

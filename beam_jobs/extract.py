@@ -9,28 +9,29 @@ reason, and the run is published only after the accounting balances.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
-import tempfile
-import time
 from typing import Any, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from schemas import record
-from beam_jobs import backbones, cli, commit, incremental, progress, runs, sources
+from beam_jobs import backbones, cli, driver, incremental, jobs, progress, runs, sources
+from beam_jobs import commit  # noqa: F401 - tests patch extract.commit
 from beam_jobs.cli import main
 from beam_jobs.decode import DecodeImages
 from beam_jobs.elements import INFERENCE_FAILED, ModelInput, dead_letter
 from beam_jobs.errors import UserError
-from beam_jobs.inference import BackboneModelHandler, pin_tf_threads, threads_per_worker
+from beam_jobs.chunks import (InChunk, ReadChunkPlan, SelectChunk, WritePlan, chunk_count,
+                              chunk_of, letter_uri)
+from beam_jobs.inference import BackboneModelHandler, threads_per_worker
 from beam_jobs.options import ExtractOptions
 from beam_jobs.sinks import ToRecordBatches, WriteDeadLetters, WriteShards, WriteStats
 from beam_jobs.splits import (DeduplicateAndSplit, SelectPlanned, SetAsideUnusable,
-                              parse_percentages, rejected_uri)
+                              assign_split, parse_percentages, rejected_uri)
 from beam_jobs.transform import AnalyzeAndWriteTransform
 
 log = logging.getLogger(__name__)
@@ -73,15 +74,17 @@ def _read_label_names(path: Optional[str]) -> Optional[list[str]]:
 
 def build_pipeline(p: beam.Pipeline, opts: ExtractOptions, backbone: backbones.Backbone,
                    run_dir: str, transform_temp_dir: str,
-                   known_runs: Sequence[runs.Run] = ()) -> None:
-    """The extract graph, from the source to the shards, transform_fn, dead letters and tallies.
+                   known_runs: Sequence[runs.Run] = (), plan_dir: Optional[str] = None) -> None:
+    """A job's first graph: plan every input, then extract the first chunk into `run_dir`.
 
+    With `plan_dir` the plan is written there for the other chunks (see beam_jobs.chunks);
+    with one chunk (a job of at most --commit_every images) this is the whole job.
     `transform_temp_dir` is tensorflow-transform's scratch folder (see `_transform_temp_dir`).
     """
     percentages = parse_percentages(opts.splits)
     source_config = sources.config_from_options(opts, _read_label_names(opts.label_names))
     # Pass 1 plans on ids, uris and labels only (never pixels): what is unusable, duplicated
-    # or already extracted, and the run's labels.
+    # or already extracted, the job's labels and its chunks.
     images = p | "ReadImages" >> sources.read_images(opts.source, config=source_config)
     usable = images | "SetAsideUnusable" >> SetAsideUnusable()
     copies, skipped = usable.kept, []
@@ -95,44 +98,109 @@ def build_pipeline(p: beam.Pipeline, opts: ExtractOptions, backbone: backbones.B
               | "DistinctLabels" >> beam.Distinct()
               | "SortLabels" >> beam.combiners.ToList()
               | "Sorted" >> beam.Map(sorted))
-    rejected_uris = ((usable.dead_letter, plan.dead_letter)
-                     | "FirstPassDeadLetters" >> beam.Flatten()
-                     | "RejectedUri" >> beam.FlatMap(rejected_uri))
+    first_letters = ((usable.dead_letter, plan.dead_letter)
+                     | "FirstPassDeadLetters" >> beam.Flatten())
+    rejected_uris = first_letters | "RejectedUri" >> beam.FlatMap(rejected_uri)
     skip = [rejected_uris, *skipped] | "Skip" >> beam.Flatten()
-    # Pass 2 streams the images again through decode, backbone and sinks in one fused stage,
-    # so no stage ever holds the whole collection (in-memory runners keep every shuffle).
+    chunks = beam.pvalue.AsSingleton(plan.kept
+                                     | "CountPlanned" >> beam.combiners.Count.Globally()
+                                     | "Chunks" >> beam.Map(chunk_count, opts.commit_every))
+    if plan_dir:
+        ({"kept": plan.kept, "dead_letters": first_letters, "labels": labels}
+         | "WritePlan" >> WritePlan(plan_dir, chunks, _split_of(percentages)))
+    # Pass 2 streams the first chunk's images again through decode, backbone and sinks in one
+    # fused stage, so no stage ever holds the whole collection (in-memory runners keep every
+    # shuffle).  Every outcome of an input lands in the chunk of its uri.
     selected = (p
                 | "ReadImagesAgain" >> sources.read_images(opts.source, config=source_config)
+                | "FirstChunk" >> beam.Filter(_in_first_chunk, chunks)
                 | "SelectPlanned" >> SelectPlanned(skip, percentages))
-    decoded = selected.kept | "DecodeImages" >> DecodeImages(opts.max_pixels)
+    letters = first_letters | "FirstChunkLetters" >> beam.Filter(
+        lambda line, n: chunk_of(letter_uri(line), n) == 0, chunks)
+    inputs = ((usable.dead_letter | "LetterInputs" >> beam.Filter(
+                  lambda line, n: chunk_of(letter_uri(line), n) == 0, chunks),
+               copies | "CopyInputs" >> beam.Filter(_in_first_chunk, chunks))
+              | "Inputs" >> beam.Flatten())  # the delta's, if any
+    _extract_chunk(selected, letters, inputs, beam.pvalue.AsSingleton(labels), opts, backbone,
+                   run_dir, transform_temp_dir,
+                   reported=(inputs, letters) | "ReportPlan" >> progress.ReportPlan(),
+                   skipped_files=p | "ListSkippedFiles" >> sources.skipped_files(opts.source))
+
+
+def build_chunk_pipeline(p: beam.Pipeline, opts: ExtractOptions, backbone: backbones.Backbone,
+                         run_dir: str, transform_temp_dir: str, job: jobs.Job,
+                         chunk: int) -> None:
+    """One later chunk of a planned job: read only its inputs again and extract them."""
+    in_chunk = InChunk(job.chunks, chunk)
+    source_config = dataclasses.replace(
+        sources.config_from_options(opts, _read_label_names(opts.label_names)),
+        uri_filter=in_chunk)
+    planned = p | "ReadPlan" >> ReadChunkPlan(runs.join(job.path, jobs.PLAN_DIR), chunk)
+    read = (p
+            | "ReadImagesAgain" >> sources.read_images(opts.source, config=source_config)
+            | "ThisChunk" >> beam.Filter(lambda image: in_chunk(image.uri)))
+    selected = read | "SelectChunk" >> SelectChunk(planned.kept)
+    letters = ((planned.dead_letter, selected.dead_letter) | "ReadLetters" >> beam.Flatten())
+    inputs = ((planned.kept, planned.dead_letter) | "Inputs" >> beam.Flatten())
+    reported = (inputs, planned.dead_letter) | "ReportPlan" >> progress.ReportPlan()
+    planned_train = job.record["planned"].get(str(chunk), {}).get(record.SPLITS[0], 0)
+    _extract_chunk(selected, letters, inputs, job.record["labels"], opts, backbone, run_dir,
+                   transform_temp_dir, analyze=planned_train > 0, reported=reported)
+
+
+def _in_first_chunk(item, chunks: int) -> bool:
+    return chunk_of(item.uri, chunks) == 0
+
+
+def _split_of(percentages):
+    def split_of(copy) -> str:
+        return assign_split(copy.image_id, copy.source_split, percentages)
+    return split_of
+
+
+def _extract_chunk(selected, first_letters, inputs, labels, opts: ExtractOptions,
+                   backbone: backbones.Backbone, run_dir: str, transform_temp_dir: str,
+                   analyze: bool = True, reported=None, skipped_files=None) -> None:
+    """(split, SourceImage) → decode → backbone → shards, transform_fn, dead letters, tallies.
+
+    `first_letters` are the chunk's dead letters from before decoding and `inputs` one element
+    per input of the chunk (for the accounting); `labels` is the job's sorted label list (or a
+    singleton view of it), so label ids agree across the job's runs.
+    """
+    kept = selected.kept if reported is None else (
+        selected.kept | "AfterPlan" >> progress.AfterPlan(reported))  # the total comes first
+    decoded = kept | "DecodeImages" >> DecodeImages(
+        opts.max_pixels, backbone.image_size, opts.resize_policy,
+        threads=threads_per_worker(opts) or None, in_flight=opts.batch_size)
     handler = KeyedModelHandler(BackboneModelHandler(
         backbone, max_batch_size=opts.batch_size, intra_op_threads=threads_per_worker(opts),
         resize_policy=opts.resize_policy))
     inferred, failed = (decoded.decoded
                         | "Key" >> beam.Map(_keyed)
                         | "RunInference" >> RunInference(handler).with_exception_handling())
-    records = inferred | "ToRecord" >> beam.Map(
-        _to_record, beam.pvalue.AsSingleton(labels), backbone.fingerprint)
-    dead_letters = ((usable.dead_letter, plan.dead_letter, selected.dead_letter,
-                     decoded.dead_letter,
+    records = inferred | "ToRecord" >> beam.Map(_to_record, labels, backbone.fingerprint)
+    dead_letters = ((first_letters, selected.dead_letter, decoded.dead_letter,
                      failed.failed_inferences | "FailedBatch" >> beam.FlatMap(
                          _failed_batch_to_dead_letters))
                     | "AllDeadLetters" >> beam.Flatten())
     batches = records | "ToRecordBatches" >> ToRecordBatches(backbone.feature_dim)
     batches | "WriteShards" >> WriteShards(run_dir, backbone.feature_dim, opts.num_shards)
-    (batches
-     | "TrainOnly" >> beam.Filter(lambda kv: kv[0] == record.SPLITS[0])
-     | "TrainBatch" >> beam.Values()
-     | "AnalyzeTransform" >> AnalyzeAndWriteTransform(run_dir, backbone.feature_dim,
-                                                      transform_temp_dir))
+    if analyze:
+        (batches
+         | "TrainOnly" >> beam.Filter(lambda kv: kv[0] == record.SPLITS[0])
+         | "TrainBatch" >> beam.Values()
+         | "AnalyzeTransform" >> AnalyzeAndWriteTransform(run_dir, backbone.feature_dim,
+                                                          transform_temp_dir))
     dead_letters | "WriteDeadLetters" >> WriteDeadLetters(run_dir)
-    inputs = (usable.dead_letter, copies) | "Inputs" >> beam.Flatten()  # the delta's, if any
-    ({"inputs": inputs, "batches": batches, "dead_letters": dead_letters}
+    ({"inputs": inputs, "batches": batches, "dead_letters": dead_letters,
+      "skipped_files": skipped_files or (inputs.pipeline | "NoSkippedFiles" >> beam.Create(
+          []).with_output_types(str))}
      | "WriteStats" >> WriteStats(run_dir))
 
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """Parse flags (ours and Beam's in one parser), run the pipeline, commit the run."""
+    """Parse flags (ours and Beam's in one parser), then plan, extract and commit the job's
+    chunks, resuming the same command's unfinished job (beam_jobs.driver)."""
     options = cli.parse_pipeline_options(argv, ExtractOptions, prog="tv-extract",
                                          description=__doc__.split("\n")[0], example=EXAMPLE,
                                          beam_note=BEAM_NOTE)
@@ -141,74 +209,18 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     _check_counts(opts)
     sources.parse_limit(opts.limit)
     backbone = backbones.load(opts.backbone)
-    run_id = opts.run_id or commit.new_run_id()
-    run_dir = runs.join(opts.output.rstrip("/"), runs.RUNS_DIR, run_id)
     cli.check_writable(opts.output, "--output")
-    if runs.exists(runs.join(run_dir, runs.SUCCESS)):
-        raise UserError(f"Run {run_dir} is already committed; choose another --run_id.")
-    known = incremental.known_runs(opts.output, backbone.fingerprint) if opts.incremental else []
-    parents = [run.run_id for run in known]
-    if threads_per_worker(options):  # before any worker process starts: they inherit it
-        pin_tf_threads(threads_per_worker(options))
-    started = time.time()
-    try:
-        with _transform_temp_dir(options, run_id) as temp_dir:
-            p = beam.Pipeline(options=options)
-            build_pipeline(p, opts, backbone, run_dir, temp_dir, known)
-            progress.run_pipeline(p, enabled=progress.wanted(opts.no_progress),
-                                  interval_s=opts.progress_interval)
-        stats = commit.read_stats(run_dir)
-        already_extracted = incremental.pop_already_extracted(run_dir)
-        if known and stats["inputs"] == 0:
-            return incremental.nothing_new(run_dir, parents, already_extracted)
-        elapsed = time.time() - started
-        manifest = commit.commit(run_dir, {
-            "run_id": run_id, "parent_runs": parents, "source": opts.source,
-            "incremental": opts.incremental, "already_extracted": already_extracted,
-            "options": {"splits": opts.splits, "limit": opts.limit,
-                        "resize": {"policy": opts.resize_policy,
-                                   "method": "bilinear, antialiased when shrinking"}},
-            "backbone": {"name": backbone.name, "fingerprint": backbone.fingerprint,
-                         "image_size": backbone.image_size, "feature_dim": backbone.feature_dim,
-                         "handle": opts.backbone},
-            "durations": {"total_s": round(elapsed, 2)},
-            "versions": commit.library_versions()}, stats)
-    except BaseException:
-        commit.abandon(run_dir)
-        raise
-    _report(run_dir, manifest, elapsed)
-    return manifest
+    return driver.run_job(options, backbone, driver.Graphs(build_pipeline, build_chunk_pipeline))
 
 
 def _check_counts(opts: ExtractOptions) -> None:
     """Numbers argparse accepts but the job cannot use (Beam would take --num_shards=-1 as 0)."""
     for flag, value, least in (("num_shards", opts.num_shards, 0),
                                ("batch_size", opts.batch_size, 1),
-                               ("max_pixels", opts.max_pixels, 1)):
+                               ("max_pixels", opts.max_pixels, 1),
+                               ("commit_every", opts.commit_every, 1)):
         if value < least:
             raise UserError(f"--{flag}={value} must be at least {least}.")
-
-
-def _transform_temp_dir(options: PipelineOptions, run_id: str):
-    """TFT's scratch folder: under --temp_location when given (remote runners need a shared
-    one), else a local temporary folder removed when the pipeline is done."""
-    import contextlib
-
-    from apache_beam.options.pipeline_options import GoogleCloudOptions
-
-    temp_location = options.view_as(GoogleCloudOptions).temp_location
-    if temp_location:
-        return contextlib.nullcontext(runs.join(temp_location, "tft", run_id))
-    return tempfile.TemporaryDirectory(prefix="tv-tft-")
-
-
-def _report(run_dir: str, manifest: dict[str, Any], elapsed: float) -> None:
-    per_split = {s: sum(c.values()) for s, c in manifest["counts"].items()}
-    print(f"Committed run {manifest['run_id']} at {run_dir}")
-    print(f"  {manifest['inputs']} inputs: {manifest['accepted']} accepted {per_split}, "
-          f"{manifest['rejected']} rejected {manifest['dead_letters']}")
-    print(f"  {elapsed:.1f} s, {manifest['inputs'] / max(elapsed, 1e-9):.1f} images/s, "
-          f"backbone {manifest['backbone']['fingerprint']}")
 
 
 def console() -> int:

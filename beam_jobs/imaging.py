@@ -7,7 +7,9 @@ training/serving skew that no accuracy metric on cached transfer values could re
 
 from __future__ import annotations
 
+import functools
 import io
+from typing import Any
 
 import numpy as np
 
@@ -110,7 +112,43 @@ def decode_for_backbone(encoded: bytes, size: int, policy: str = RESIZE_POLICY,
     serving graph's TF decode is tested against it.  Raises `DecodeError`.
     """
     pixels = decode_rgb(encoded, max_pixels, draft_size=size)
-    return np.asarray(resize_to_square(pixels, size, policy))
+    return resize_one(pixels, size, policy)
+
+
+def travels_at_native_size(shape: tuple[int, ...], size: int) -> bool:
+    """Whether the decode stage hands an image on unresized: when neither side exceeds `size`
+    (Fashion-MNIST, CIFAR, icons) its native pixels are fewer bytes than the S x S input, and
+    the handler enlarges whole batches of them in one graph with the same `resize_to_square`."""
+    return shape[0] <= size and shape[1] <= size
+
+
+def resize_one(pixels: np.ndarray, size: int, policy: str = RESIZE_POLICY) -> np.ndarray:
+    """uint8 [H, W, C] -> uint8 [size, size, 3]: `resize_to_square` as one compiled graph."""
+    resize = compiled_resize(size, policy, pixels.shape[-1])
+    return resize(pixels[np.newaxis]).numpy()[0]
+
+
+_RESIZERS: dict[tuple[str, int, int], Any] = {}  # per process, built on first use
+
+
+def compiled_resize(size: int, policy: str, channels: int):
+    """`resize_to_square` as one graph per (size, policy, channels), for any image shape.
+
+    The same ops as the serving graph runs, without eager dispatch of each: 1.5x faster on
+    500x375 photos, which arrive one shape at a time.  Thread-safe: the decode stage calls it
+    from its thread pool (TensorFlow releases the GIL while the ops run).
+    """
+    key = (policy, size, channels)
+    resize = _RESIZERS.get(key)
+    if resize is None:
+        import tensorflow as tf
+
+        resize = tf.function(functools.partial(resize_to_square, size=size, policy=policy),
+                             input_signature=[tf.TensorSpec([None, None, None, channels],
+                                                            tf.uint8)],
+                             autograph=False)
+        resize = _RESIZERS.setdefault(key, resize)
+    return resize
 
 
 def decode_rgb(encoded: bytes, max_pixels: int = 89_478_485,
@@ -140,7 +178,7 @@ def decode_rgb(encoded: bytes, max_pixels: int = 89_478_485,
                                       f"{width}x{height} exceeds {max_pixels} pixels")
                 image.seek(0)  # animations and multi-page files: the first frame
                 if draft_size and image.format in ("JPEG", "MPO"):
-                    ratio = jpeg_draft_ratio(width, height, draft_size)
+                    ratio = jpeg_draft_ratio(width, height, draft_size, DRAFT_FACTOR)
                     if ratio > 1:
                         image.draft("RGB", (width // ratio, height // ratio))
                 upright = ImageOps.exif_transpose(image)

@@ -4,14 +4,14 @@ Beam's TF handlers load through `keras.models.load_model`, which Keras 3 refuses
 SavedModel; this small handler loads with `tf.saved_model.load` once per worker process
 (RunInference shares it between the worker's threads) and feeds whole batches.
 
-Images arrive at their decoded size and are resized here, one TF op per distinct shape in the
-batch: per-image eager resizing cost about a third of the backbone's own time, and small
-native images are cheaper to move between stages than 224×224 ones.
+Photos arrive already resized to the backbone's S×S input by the decode stage (which overlaps
+that work with inference), so no batch holds full-resolution pixels.  Images no larger than S
+(IDX, CIFAR, icons) travel at their native size, fewer bytes than S×S, and are enlarged here
+with the same `resize_to_square`, in one graph with the forward pass when a batch shares a shape.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any, Iterable, Optional, Sequence
 
@@ -19,7 +19,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from beam_jobs.backbones import Backbone
-from beam_jobs.imaging import resize_to_square
+from beam_jobs.imaging import compiled_resize, resize_to_square
 
 INTRA_OP_ENV = "TF_NUM_INTRAOP_THREADS"  # read by TensorFlow when its runtime starts
 INTER_OP_ENV = "TF_NUM_INTEROP_THREADS"
@@ -58,28 +58,6 @@ def pin_tf_threads(threads: int) -> None:
         pass  # TF already initialised in this process; keep its setting
 
 
-_RESIZERS: dict[tuple[str, int, int], Any] = {}  # per process, built on first use
-
-
-def compiled_resize(size: int, policy: str, channels: int):
-    """`resize_to_square` as one graph per (size, policy, channels), for any image shape.
-
-    The same ops as the serving graph runs, without eager dispatch of each: 1.5x faster on
-    500x375 photos, which arrive one shape at a time.
-    """
-    key = (policy, size, channels)
-    resize = _RESIZERS.get(key)
-    if resize is None:
-        import tensorflow as tf
-
-        resize = tf.function(functools.partial(resize_to_square, size=size, policy=policy),
-                             input_signature=[tf.TensorSpec([None, None, None, channels],
-                                                            tf.uint8)],
-                             autograph=False)
-        _RESIZERS[key] = resize
-    return resize
-
-
 _FORWARDS: dict[tuple[int, int, str, int], Any] = {}
 
 
@@ -104,7 +82,7 @@ def _resize_and_forward(model: Any, size: int, policy: str, channels: int):
 
 
 class BackboneModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
-    """uint8 [S,S,3] images in, float32 [D] transfer values out, in batches."""
+    """uint8 [S,S,3] (or smaller, native-size) images in, float32 [D] out, in batches."""
 
     def __init__(self, backbone: Backbone, min_batch_size: Optional[int] = None,
                  max_batch_size: int = 64, intra_op_threads: int = 0,
@@ -129,27 +107,33 @@ class BackboneModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
 
         from beam_jobs.backbones import SIGNATURE_INPUT, SIGNATURE_OUTPUT
 
+        size = self._backbone.image_size
         shapes = {image.shape for image in batch}
-        if len(shapes) == 1:  # the common case: resize and forward pass in one graph call
+        if shapes == {(size, size, 3)}:  # photos, resized by the decode stage
+            features = model(**{SIGNATURE_INPUT: tf.constant(np.stack(batch))})[
+                SIGNATURE_OUTPUT]
+        elif len(shapes) == 1:  # small native images: enlarge and forward in one graph call
             stacked = np.stack(batch)
-            features = _resize_and_forward(model, self._backbone.image_size,
-                                           self._resize_policy, stacked.shape[-1])(stacked)
+            features = _resize_and_forward(model, size, self._resize_policy,
+                                           stacked.shape[-1])(stacked)
         else:
             features = model(**{SIGNATURE_INPUT: tf.constant(self.resize_batch(batch))})[
                 SIGNATURE_OUTPUT]
         return [PredictionResult(x, y) for x, y in zip(batch, features.numpy())]
 
     def resize_batch(self, batch: Sequence[np.ndarray]) -> np.ndarray:
-        """Decoded uint8 images of any sizes → uint8 [N, S, S, 3], resized group by group."""
+        """uint8 images of any sizes → uint8 [N, S, S, 3]; S×S×3 ones as they are, the others
+        resized group by group (one compiled resize per distinct shape)."""
         size = self._backbone.image_size
         out = np.empty((len(batch), size, size, 3), np.uint8)
         groups: dict[tuple[int, ...], list[int]] = {}
         for index, image in enumerate(batch):
             groups.setdefault(image.shape, []).append(index)
-        for indices in groups.values():
+        for shape, indices in groups.items():
             stacked = np.stack([batch[i] for i in indices])
-            resize = compiled_resize(size, self._resize_policy, stacked.shape[-1])
-            out[indices] = resize(stacked).numpy()
+            if shape != (size, size, 3):
+                stacked = compiled_resize(size, self._resize_policy, shape[-1])(stacked).numpy()
+            out[indices] = stacked
         return out
 
     def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:

@@ -113,15 +113,25 @@ def _split_label_counts(split_batch) -> Iterable[tuple[tuple[str, str], int]]:
 
 
 def _tally(_, inputs: int, accepted: Iterable[tuple[tuple[str, str], int]],
-           reasons: Iterable[tuple[str, int]]) -> str:
+           reasons: Iterable[tuple[str, int]], skipped: Iterable[tuple[str, int]] = ()) -> str:
     counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
     for (split, label), n in accepted:
         counts[split][label] = n
-    return json.dumps({"inputs": inputs, "counts": counts, "dead_letters": dict(reasons)})
+    skipped_files = dict(sorted(skipped, key=lambda kv: (-kv[1], kv[0])))
+    return json.dumps({"inputs": inputs, "counts": counts, "dead_letters": dict(reasons),
+                       "skipped_files": skipped_files})
+
+
+def skipped_summary(skipped_files: dict[str, int]) -> str:
+    """`skipped 3 .txt, 1 .DS_Store` for the job's summary line; empty when nothing was."""
+    if not skipped_files:
+        return ""
+    return "skipped " + ", ".join(f"{n:,} {key}" for key, n in skipped_files.items())
 
 
 class WriteStats(beam.PTransform):
-    """Counts every input once (accepted per split × label, rejected per reason) into one file.
+    """Counts every input once (accepted per split × label, rejected per reason) into one file,
+    and the files that were not inputs by their `skipped_files` key (`sources.skipped_files`).
 
     Computed from the data itself rather than from Beam metrics, so the accounting is exact on
     every runner, even those that report metrics only approximately.
@@ -139,9 +149,11 @@ class WriteStats(beam.PTransform):
         reasons = (pcolls["dead_letters"]
                    | "Reason" >> beam.Map(lambda line: json.loads(line)["reason"])
                    | "CountRejected" >> beam.combiners.Count.PerElement())
+        skipped = pcolls["skipped_files"] | "CountSkipped" >> beam.combiners.Count.PerElement()
         return (pcolls["inputs"].pipeline
                 | "One" >> beam.Create([None])
                 | "Tally" >> beam.Map(_tally, beam.pvalue.AsSingleton(inputs),
-                                      beam.pvalue.AsList(accepted), beam.pvalue.AsList(reasons))
+                                      beam.pvalue.AsList(accepted), beam.pvalue.AsList(reasons),
+                                      beam.pvalue.AsList(skipped))
                 | "Write" >> beam.io.WriteToText(runs.join(self._run_dir, STATS_FILE),
                                                  file_name_suffix=".json", shard_name_template=""))

@@ -160,6 +160,33 @@ def huge_declared_png(width: int = 100_000, height: int = 100_000) -> bytes:
     return bytes(data)
 
 
+def photo(width: int, height: int, scene: str = "chelsea") -> np.ndarray:
+    """A real photograph (scikit-image's bundled `chelsea`, `coffee`, `astronaut`) resized to
+    width × height: edges and texture that flat test colours would not exercise."""
+    from skimage import data
+
+    image = Image.fromarray(getattr(data, scene)()).convert("RGB")
+    return np.asarray(image.resize((width, height), Image.Resampling.BICUBIC))
+
+
+def exif_block(orientation: int, big_endian: bool = False, tag_type: int = 3) -> bytes:
+    """An APP1 Exif payload ("Exif\\0\\0" + TIFF) whose IFD0 holds ImageWidth, then Orientation."""
+    order = ">" if big_endian else "<"
+    tiff = (b"MM" if big_endian else b"II") + struct.pack(order + "HI", 42, 8)
+    value = (struct.pack(order + "HH", orientation, 0) if tag_type in (3, 8)
+             else struct.pack(order + "I", orientation))
+    ifd = (struct.pack(order + "H", 2) + struct.pack(order + "HHII", 0x0100, 4, 1, 640)
+           + struct.pack(order + "HHI", 0x0112, tag_type, 1) + value + struct.pack(order + "I", 0))
+    return b"Exif\x00\x00" + tiff + ifd
+
+
+def photo_jpeg(width: int, height: int, scene: str = "chelsea", orientation: int = 0,
+               big_endian: bool = False, quality: int = 90) -> bytes:
+    """A camera-like JPEG; `orientation` 1–8 adds an EXIF Orientation tag (0: no EXIF)."""
+    params = {"exif": exif_block(orientation, big_endian)} if orientation else {}
+    return _save(Image.fromarray(photo(width, height, scene)), "JPEG", quality=quality, **params)
+
+
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></svg>'
 HTML_ERROR_PAGE = b"<!DOCTYPE html><html><body><h1>403 Forbidden</h1></body></html>"
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"

@@ -130,3 +130,54 @@ def test_startup_noise_filter_keeps_real_errors():
     real = "E0000 00:00:1795624520.487502   27590 saved_model_loader.cc:9] could not load\n"
     kept = [line for line in (noise + real).splitlines() if not cli._TF_STARTUP_NOISE.search(line)]
     assert kept == [real.strip()]
+
+
+_BANNER = ("WARNING: All log messages before absl::InitializeLog() is called are written to "
+           "STDERR\nI0000 00:00:1795624516.008681   27590 port.cc:153] oneDNN custom "
+           "operations are on.\nI0000 00:00:1795624516.008681   27590 cudart_stub.cc:31] Could "
+           "not find cuda drivers on your machine, GPU will not be used.\n")
+
+
+def test_worker_processes_banner_is_filtered_but_their_real_errors_pass(tmp_path):
+    """A child process inherits fd 2 like Beam's worker processes do: its banner is dropped,
+    its other lines and the parent's own stderr still arrive."""
+    child = ("import sys; sys.stderr.write(" + repr(_BANNER + "worker: a real error\n") + ")")
+    script = ("import subprocess, sys\n"
+              "from beam_jobs.worker_stderr import children_stderr_filtered\n"
+              "with children_stderr_filtered():\n"
+              f"    subprocess.run([sys.executable, '-c', {child!r}])\n"
+              "    print('parent: still a terminal' if sys.stderr.isatty() else 'parent: here',"
+              " file=sys.stderr)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TV_TF_STARTUP_LOGS"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert sorted(done.stderr.splitlines()) == ["parent: here", "worker: a real error"]
+    shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           env=dict(env, TV_TF_STARTUP_LOGS="1"), timeout=120)
+    assert "port.cc:153] oneDNN" in shown.stderr  # the opt-out shows what was filtered
+
+
+def test_multi_process_extract_shows_no_banner_a_progress_line_and_skipped_files(
+        tmp_path, tiny_backbone):
+    """The console script as a user runs it, with two worker processes (each imports
+    TensorFlow): no banner line at all, progress lines in the log, skipped files named."""
+    from tests.make_data import write_folder
+
+    root = write_folder(str(tmp_path / "images"), per_class=4, classes=("cat", "dog"))
+    for name in ("cat/notes.txt", "dog/notes.txt", "dog/.DS_Store"):
+        (tmp_path / "images" / name).write_bytes(b"x")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("TF_CPP") and k != "TV_TF_STARTUP_LOGS"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from beam_jobs.cli import tv_extract; "
+                               "sys.exit(tv_extract())",
+         f"--source=folder:{root}", f"--output={tmp_path / 'out'}",
+         f"--backbone={tiny_backbone}", "--direct_running_mode=multi_processing",
+         "--direct_num_workers=2", "--progress_interval=1"],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    banner = [line for line in done.stderr.splitlines() if cli._TF_STARTUP_NOISE.search(line)
+              or "InitializeLog" in line or "semi_persistent" in line]
+    assert banner == []
+    assert "extract: 8/8 images (100.0%)" in done.stderr.splitlines()[-1]
+    assert "; skipped 2 .txt, 1 .DS_Store" in done.stdout

@@ -10,7 +10,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs.decode import DecodeImages
 from beam_jobs.elements import REASONS, SourceImage
-from beam_jobs.imaging import DecodeError, decode_rgb, resize_to_square
+from beam_jobs.imaging import (DecodeError, decode_for_backbone, decode_rgb, jpeg_draft_ratio,
+                               resize_to_square)
 from beam_jobs.splits import DeduplicateAndSplit, SelectPlanned, SetAsideUnusable, rejected_uri
 from tests import make_data as md
 
@@ -161,7 +162,7 @@ def test_every_bad_input_is_accounted_once_through_dedup_and_decode():
                 | beam.FlatMap(rejected_uri))
         selected = (p | "ReadAgain" >> beam.Create(inputs)
                     | SelectPlanned(skip, (0.8, 0.1, 0.1)))
-        decoded = selected.kept | DecodeImages(max_pixels=89_478_485)
+        decoded = selected.kept | DecodeImages(max_pixels=89_478_485, size=16)
         letters = ((usable.dead_letter, plan.dead_letter, selected.dead_letter,
                     decoded.dead_letter) | beam.Flatten())
         assert_that(letters | beam.combiners.ToList() | beam.Map(_reasons),
@@ -207,3 +208,74 @@ def test_second_read_skips_what_the_first_rejected_and_letters_what_broke_since(
         assert_that(selected.dead_letter | beam.Map(lambda line: (
             json.loads(line)["uri"], json.loads(line)["reason"])),
             equal_to([("m/c", "unreadable"), ("m/d", "unreadable")]), label="Broken")
+
+
+def _photo_jpeg(width: int, height: int, seed: int = 0) -> bytes:
+    """Smooth gradients, a few edges and mild noise: DCT scaling has something to lose."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([(x * 0.3 + y * 0.1) % 256, (y * 0.25) % 256, 128 + 100 * np.sin(x / 40)],
+                    axis=-1)
+    base[height // 3: height // 2, width // 4: width // 2] = (250, 30, 30)
+    noisy = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+    return md.png_bytes(noisy, "JPEG")
+
+
+def test_big_jpeg_is_decoded_at_reduced_scale_close_to_the_full_decode():
+    jpeg = _photo_jpeg(1600, 1200)
+    ratio = jpeg_draft_ratio(1600, 1200, 224)
+    assert ratio > 1
+    assert decode_rgb(jpeg, draft_size=224).shape == (1200 // ratio, 1600 // ratio, 3)
+    drafted = decode_for_backbone(jpeg, 224)
+    full = resize_to_square(decode_rgb(jpeg), 224).numpy()
+    assert drafted.shape == full.shape == (224, 224, 3) and drafted.dtype == np.uint8
+    diff = np.abs(drafted.astype(int) - full.astype(int))
+    assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 8, (diff.mean(), diff.max())
+
+
+def test_png_and_small_jpeg_are_never_draft_scaled():
+    assert jpeg_draft_ratio(300, 300, 224) == 1
+    png = md.png_bytes(np.zeros((900, 1200, 3), np.uint8))
+    assert decode_rgb(png, draft_size=224).shape == (900, 1200, 3)
+
+
+def _decode_stage(inputs, size, decoded, reasons, threads=2, in_flight=3) -> dict[str, int]:
+    """Run DecodeImages alone; assert (uri, pixel bytes, shape) of what it emits and the sorted
+    reasons of its dead letters; return its counters."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    with beam.Pipeline() as p:
+        out = (p | beam.Create([("train", image) for image in inputs])
+               | DecodeImages(89_478_485, size, threads=threads, in_flight=in_flight))
+        assert_that(out.decoded | beam.Map(lambda m: (m.uri, m.image.tobytes(), m.image.shape)),
+                    equal_to(decoded), label="Decoded")
+        assert_that(out.dead_letter | beam.combiners.ToList() | beam.Map(_reasons),
+                    equal_to([reasons]), label="DeadLetters")
+    return {c.key.metric.name: c.committed for c in
+            p.result.metrics().query(MetricsFilter().with_namespace("extract"))["counters"]}
+
+
+def _emitted(uri: str, pixels: np.ndarray) -> tuple[str, bytes, tuple[int, ...]]:
+    return uri, pixels.tobytes(), pixels.shape
+
+
+def test_decode_stage_emits_the_backbone_input_and_keeps_small_images_native():
+    photo, small = _photo_jpeg(120, 90), np.full((12, 10, 1), 7, np.uint8)
+    _decode_stage([SourceImage("a.jpg", "cat", encoded=photo),
+                   SourceImage("idx#0", "cat", pixels=small)], size=32,
+                  decoded=[_emitted("a.jpg", decode_for_backbone(photo, 32)),
+                           _emitted("idx#0", small)],  # enlarged with its batch
+                  reasons=[])
+
+
+def test_thread_pool_decode_emits_every_image_once_and_letters_the_bad():
+    good = [SourceImage(f"g{i}.png", "cat", encoded=_png(i)) for i in range(23)]
+    bad = [SourceImage("t.jpg", "cat", encoded=md.truncated(md.plain_jpeg())),
+           SourceImage("r.jpg", "cat", encoded=md.random_bytes()),
+           SourceImage("z.jpg", "cat", encoded=b"")]
+    inputs = good[:10] + bad[:2] + good[10:] + bad[2:]
+    expected = [_emitted(image.uri, resize_to_square(decode_rgb(image.encoded), 4).numpy())
+                for image in good]
+    counters = _decode_stage(inputs, 4, expected, ["empty", "not_an_image", "truncated"],
+                             threads=3, in_flight=2)
+    assert counters == {"decoded": len(good), "decode_rejected": len(bad)}

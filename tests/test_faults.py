@@ -4,15 +4,17 @@ every kind is accounted for end to end (inputs = accepted + rejected)."""
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
+from typing import Optional
 
 import pytest
 import tensorflow as tf
 
-from beam_jobs import extract, runs
+from beam_jobs import extract, jobs, runs
 from beam_jobs.errors import UserError
 from tests import make_data as md
 from tests.make_data import write_folder, write_manifest
@@ -132,3 +134,86 @@ def _matrix():
     from tests.test_decode import MATRIX
 
     return MATRIX
+
+
+_LINE = re.compile(r"^(Planning job (?P<job>\S+)|Extracting chunk (?P<chunk>\d+)/\d+ of job "
+                   r"\S+|Committed run (?P<run>\S+))")
+
+
+def _in_flight(log: str) -> Optional[int]:
+    """The chunk an attempt was extracting when it died (its log's last start not followed by
+    that chunk's commit), or None if it died between chunks."""
+    current = None
+    for line in log.splitlines():
+        found = _LINE.match(line)
+        if not found:
+            continue
+        if found.group("job"):
+            current = 0
+        elif found.group("chunk"):
+            current = int(found.group("chunk")) - 1
+        else:
+            current = None
+    return current
+
+
+def _held_uris(out: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    held = []
+    for run in runs.committed_runs(out):
+        for split in ("train", "validation", "test"):
+            for shard in run.shards(split, "parquet"):
+                held += pq.read_table(shard, columns=["uri"])["uri"].to_pylist()
+        letters = os.path.join(run.path, runs.DEAD_LETTERS_DIR)
+        for name in sorted(os.listdir(letters)) if os.path.isdir(letters) else []:
+            with open(os.path.join(letters, name)) as f:
+                held += [json.loads(line)["uri"] for line in f if line.strip()]
+    return held
+
+
+def test_sigkill_at_random_points_of_a_chunked_job_then_rerun_holds_each_input_once(
+        tmp_path, tiny_backbone):
+    seed = int(os.environ.get("TV_FAULT_SEED", time.time()))
+    rng = random.Random(seed)
+    root, out = str(tmp_path / "images"), str(tmp_path / "out")
+    write_folder(root, per_class=16)  # 48 good images
+    for name, data in _BAD.items():  # + 4 bad: 52 inputs
+        with open(os.path.join(root, "cat", name), "wb") as f:
+            f.write(data)
+    inputs = sorted(os.path.join(d, n) for d, _, names in os.walk(root) for n in names)
+    args = [sys.executable, "-m", "beam_jobs.extract", f"--source=folder:{root}",
+            f"--output={out}", f"--backbone={tiny_backbone}", "--num_shards=1",
+            "--commit_every=8", "--direct_running_mode=in_memory", "--no_progress"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    kills, in_flight, attempts = 0, [], 0
+    while True:
+        attempts += 1
+        log_path = tmp_path / f"attempt{attempts}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+            deadline = time.time() + (rng.uniform(4.0, 30.0) if kills < 3 else 600)
+            while proc.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)  # our own child, by its id
+                proc.wait()
+                kills += 1
+                in_flight.append(_in_flight(log_path.read_text(errors="replace")))
+                continue
+        assert proc.returncode == 0, log_path.read_text(errors="replace")[-3000:]
+        break  # the job completed (a timed kill may land after the end: then it counts)
+    [job] = jobs.planned_jobs(out)
+    sizes = [sum(job.record["planned"].get(str(c), {}).values()) for c in range(job.chunks)]
+    redone = sum(sizes[c] for c in in_flight if c is not None)
+    print(f"seed={seed} chunks={job.chunks} sizes={sizes} kills={kills} in_flight={in_flight} "
+          f"images extracted twice={redone} per kill={redone / max(kills, 1):.1f}")
+    assert sorted(_held_uris(out)) == inputs  # every input exactly once, record or dead letter
+    manifests = [run.manifest for run in runs.committed_runs(out)]
+    assert [m["run_id"] for m in manifests] == job.run_ids()
+    assert sum(m["inputs"] for m in manifests) == 52 == sum(
+        m["accepted"] + m["rejected"] for m in manifests)
+    again = subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, check=True)
+    assert "Nothing to extract" in again.stdout  # the same command after completion
+    assert [run.run_id for run in runs.committed_runs(out)] == job.run_ids()

@@ -18,15 +18,17 @@ def test_batched_compiled_resize_gives_the_serving_resize_pixels(tiny_backbone, 
     rng = np.random.default_rng(0)
     batch = ([rng.integers(0, 256, (28, 28, 1), dtype=np.uint8) for _ in range(3)]
              + [rng.integers(0, 256, (37, 50, 3), dtype=np.uint8) for _ in range(2)]
-             + [rng.integers(0, 256, (9, 40, 3), dtype=np.uint8)])
+             + [rng.integers(0, 256, (9, 40, 3), dtype=np.uint8)]
+             + [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)])  # resized by the decode stage
     handler = BackboneModelHandler(backbones.load(tiny_backbone), resize_policy=policy)
     expected = np.stack([resize_to_square(image, 16, policy).numpy() for image in batch])
     np.testing.assert_array_equal(handler.resize_batch(batch), expected)
 
 
 def test_one_graph_for_resize_and_forward_gives_the_two_step_features(tiny_backbone):
-    """Batches of one shape take the fused resize+forward graph, mixed ones resize per shape:
-    both must give what the backbone gives on the serving resize's pixels."""
+    """Batches of S×S photos go straight to the backbone, of one small shape through the fused
+    resize+forward graph, mixed ones resize per shape: all must give what the backbone gives
+    on the serving resize's pixels."""
     from beam_jobs.backbones import SIGNATURE_INPUT, SIGNATURE_OUTPUT
 
     rng = np.random.default_rng(1)
@@ -35,7 +37,8 @@ def test_one_graph_for_resize_and_forward_gives_the_two_step_features(tiny_backb
     model = handler.load_model()
     uniform = [rng.integers(0, 256, (28, 28, 1), dtype=np.uint8) for _ in range(4)]
     mixed = uniform[:2] + [rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)]
-    for batch in (uniform, mixed):
+    resized = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(3)]
+    for batch in (uniform, mixed, resized, resized + mixed):
         got = np.stack([r.inference for r in handler.run_inference(batch, model)])
         pixels = np.stack([resize_to_square(image, backbone.image_size).numpy()
                            for image in batch])

@@ -67,6 +67,82 @@ def test_folder_reads_nested_folders_any_case_extension_and_skips_hidden(tmp_pat
         ("c.JpEg", "dog", None, "bytes"), ("drawing.svg", "dog", None, "bytes")], key=str)
 
 
+def _image_file(path, fmt: str, **params) -> str:
+    from PIL import Image
+
+    picture = Image.fromarray(np.repeat(class_image(1, 2, 16), 3, axis=-1))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    picture.save(path, format=fmt, **params)
+    return str(path)
+
+
+def test_folder_takes_jpeg_2000_mpo_and_any_extension_pillow_opens(tmp_path):
+    from PIL import Image
+
+    from beam_jobs.imaging import decode_rgb
+
+    root = tmp_path / "images"
+    second = Image.fromarray(np.repeat(class_image(2, 3, 16), 3, axis=-1))
+    files = [_image_file(root / "cat" / "photo.jp2", "JPEG2000"),
+             _image_file(root / "cat" / "codestream.J2K", "JPEG2000"),
+             _image_file(root / "cat" / "camera.MPO", "MPO", save_all=True,
+                         append_images=[second]),
+             _image_file(root / "dog" / "old.TGA", "TGA"),
+             _image_file(root / "dog" / "screen.QOI", "QOI")]
+    assert _read(f"folder:{root}") == sorted([
+        ("photo.jp2", "cat", None, "bytes"), ("codestream.J2K", "cat", None, "bytes"),
+        ("camera.MPO", "cat", None, "bytes"), ("old.TGA", "dog", None, "bytes"),
+        ("screen.QOI", "dog", None, "bytes")], key=str)
+    for path in files:  # and each decodes to the picture it holds
+        assert decode_rgb(open(path, "rb").read()).shape == (16, 16, 3), path
+
+
+def test_folder_extensions_come_from_pillow_plus_documents_mistaken_for_images():
+    from PIL import Image
+
+    from beam_jobs.sources import folder
+
+    Image.init()
+    extensions = folder.image_extensions()
+    assert {".jp2", ".j2k", ".mpo", ".qoi", ".jpg", ".png", ".webp", ".tif"} <= extensions
+    assert {".svg", ".pdf", ".heic", ".avif"} <= extensions  # read, then dead-lettered
+    assert not {".txt", ".csv", ".json", ".md", ".palm"} & extensions  # .palm: Pillow saves only
+
+
+@pytest.mark.parametrize("parts, key", [
+    (["cat", "notes.TXT"], ".txt"),
+    (["cat", ".DS_Store"], ".DS_Store"),
+    (["cat", "LICENSE"], "(none)"),
+    (["cat", "._IMG_1.jpg"], ".jpg (hidden)"),
+    (["cat", ".thumbs", "a.png"], ".png (hidden)"),
+    (["stray.png"], ".png (at the root)"),
+    (["labels.csv"], ".csv"),
+])
+def test_skipped_file_key_names_extension_hidden_files_and_why_an_image_was_left(parts, key):
+    from beam_jobs.sources.folder import skipped_file_key
+
+    assert skipped_file_key(parts) == key
+
+
+def test_folder_counts_every_file_that_is_not_an_input(tmp_path):
+    from beam_jobs.sources import skipped_files
+
+    root = tmp_path / "images"
+    _write(root / "cat" / "a.png", PNG)
+    for name in ("a.txt", "b.txt", "sub/c.TXT", ".DS_Store", "LICENSE", "Makefile", ".hid.png"):
+        _write(root / "cat" / name, b"x")
+    _write(root / "stray.png", PNG)
+    _write(root / "README.md", b"x")
+    with beam.Pipeline() as p:
+        counts = (p | skipped_files(f"folder:{root}")
+                  | beam.combiners.Count.PerElement())
+        assert_that(counts, equal_to([(".txt", 3), (".DS_Store", 1), ("(none)", 2),
+                                      (".png (hidden)", 1), (".png (at the root)", 1),
+                                      (".md", 1)]))
+    with beam.Pipeline() as p:  # other sources have no files besides their inputs
+        assert_that(p | skipped_files(f"idx:{root}"), equal_to([]))
+
+
 def test_manifest_csv_with_header_resolves_relative_uris_and_keeps_splits(tmp_path):
     _write(tmp_path / "data" / "img" / "a.png", PNG)
     elsewhere = _write(tmp_path / "elsewhere" / "b.png", PNG)

@@ -17,7 +17,7 @@ from beam_jobs import backbones
 from beam_jobs.cli import main
 from beam_jobs.imaging import resize_to_square
 from tests import trainer_fixtures as fx
-from trainer import predict, train
+from trainer import export, predict, train
 from trainer.config import TrainConfig
 from trainer.data import feature_moments, open_training_data
 from trainer.heads import build_model
@@ -110,6 +110,18 @@ def test_export_leaves_labels_beside_and_inside_serving_and_no_staging(model_dir
         inside = f.read()
     assert beside == inside == "".join(f"{label}\n" for label in sorted(fx.CLASSES))
     assert not [name for name in os.listdir(model_dir) if name.startswith(".")]
+
+
+def test_export_tells_pixel_clients_how_to_preprocess(model_dir):
+    """preprocessing.json beside labels.txt names the pixels signature and what to feed it."""
+    with open(os.path.join(model_dir, export.PREPROCESSING_FILE)) as f:
+        preprocessing = json.load(f)
+    assert preprocessing[export.KEY_IMAGE_SIZE] == fx.IMAGE_SIZE
+    assert preprocessing[export.KEY_RESIZE_POLICY] == "squash"
+    assert preprocessing[export.KEY_JPEG_FACTOR] >= 0
+    signatures = tf.saved_model.load(os.path.join(model_dir, "serving")).signatures
+    pixels = signatures[preprocessing[export.KEY_PIXELS_SIGNATURE]]
+    assert list(pixels.structured_input_signature[1]) == [preprocessing[export.KEY_PIXELS_INPUT]]
 
 
 def test_tv_predict_prints_top_k_labels_per_image(model_dir, images, capsys):

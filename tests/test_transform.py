@@ -29,7 +29,8 @@ CLASSES = ("cat", "dog", "owl")
 
 
 def _add_other_formats(root: str) -> None:
-    """Besides the PNGs: a JPEG, a GIF, a BMP and a half-transparent PNG per class."""
+    """Besides the PNGs: a JPEG, a GIF, a BMP, a half-transparent PNG and an EXIF-rotated
+    photo-sized JPEG per class."""
     for index, label in enumerate(CLASSES):
         pixels = np.repeat(make_data.class_image(index, 99, size=20), 3, axis=-1)
         for fmt in ("JPEG", "GIF", "BMP"):
@@ -37,6 +38,10 @@ def _add_other_formats(root: str) -> None:
                 f.write(make_data.png_bytes(pixels, fmt))
         rgba = np.concatenate([pixels, np.full(pixels.shape[:2] + (1,), 128, np.uint8)], -1)
         Image.fromarray(rgba, "RGBA").save(os.path.join(root, label, "alpha.png"))
+        # A phone photo stored sideways (EXIF orientation 6), big enough for a DCT-scaled decode.
+        with open(os.path.join(root, label, "rotated.jpg"), "wb") as f:
+            f.write(make_data.photo_jpeg(640, 480, ("chelsea", "coffee", "astronaut")[index],
+                                         orientation=6 + index))
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +102,7 @@ def test_training_uses_the_runs_transform_instead_of_its_own_normalisation(train
 def test_serving_and_training_see_identical_transformed_features(trained, extracted):
     """For each test and validation image: the head input the tf.data pipeline fed (stored
     values → transform) equals the serving model's (image bytes → decode → backbone →
-    transform), for PNG, JPEG, GIF, BMP and transparent PNG alike."""
+    transform), for PNG, JPEG, GIF, BMP, transparent PNG and EXIF-rotated JPEG alike."""
     model_dir, _ = trained
     training_data = open_training_data(extracted.path)
     transform = load_transform(training_data.runs)
@@ -116,6 +121,20 @@ def test_serving_and_training_see_identical_transformed_features(trained, extrac
                                np.stack([stored[u] for u in uris]), atol=1e-5)
     np.testing.assert_allclose(out[OUTPUT_HEAD_INPUT].numpy(),
                                np.stack([fed[u] for u in uris]), atol=1e-4)
+
+
+def test_serving_sees_exif_rotated_photos_as_the_extract_job_stored_them(trained, extracted):
+    """The extract job's own output (Pillow: DCT-scaled decode, then EXIF transpose) against the
+    serving graph's TF decode of the same sideways-stored JPEG bytes."""
+    stored = {uri: values for split in ("train", "validation", "test")
+              for uri, values in _split_rows(extracted, split).items()}
+    rotated = sorted(uri for uri in stored if uri.endswith("rotated.jpg"))
+    serving = tf.saved_model.load(os.path.join(trained[0], "serving"))
+    out = serving.signatures[FEATURES_SIGNATURE](
+        image_bytes=tf.constant([open(uri, "rb").read() for uri in rotated]))
+    assert len(rotated) == len(CLASSES)
+    np.testing.assert_allclose(out[OUTPUT_TRANSFER_VALUES].numpy(),
+                               np.stack([stored[uri] for uri in rotated]), atol=1e-5)
 
 
 def test_union_uses_the_transform_of_the_run_with_the_largest_train_split(tmp_path):

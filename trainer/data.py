@@ -11,7 +11,7 @@ disagree on it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -21,7 +21,7 @@ from beam_jobs.runs import Run, resolve_runs
 from schemas import record, tf_feature_spec
 from trainer.config import PARQUET, TFRECORD, TrainConfig
 from trainer.parquet_input import parquet_rows
-from trainer.union import NONE, Superseded, newest_wins, superseded_filter
+from trainer.union import NONE, Superseded, excluded_records, newest_wins, superseded_filter
 
 TRAIN, VALIDATION, TEST = record.SPLITS
 _MAX_CYCLE = 8  # shards read at once; fixed so the interleaved order does not depend on cores
@@ -39,6 +39,7 @@ class TrainingData:
     fingerprint: str
     backbone_handle: str  # what `beam_jobs.backbones.load` takes to get the same backbone back
     superseded: Superseded = NONE  # older copies of an image_id a newer run holds (trainer.union)
+    excluded: Mapping[str, int] = dataclasses.field(default_factory=dict)  # --exclude, per split
 
     @property
     def num_classes(self) -> int:
@@ -51,6 +52,11 @@ class TrainingData:
     def resize_policy(self) -> str:
         """How the runs' images were made square (manifest `options.resize.policy`)."""
         return _resize_policy(self.runs[0])
+
+    @property
+    def jpeg_factor(self) -> int:
+        """How the runs decoded JPEGs (manifest `options.decode`); serving must do the same."""
+        return _jpeg_factor(self.runs[0])
 
     def class_weights(self) -> dict[int, float]:
         """Balanced weights n / (C · n_c) over the train split's present classes."""
@@ -72,10 +78,29 @@ def _resize_policy(run: Run) -> str:
     return run.manifest.get("options", {}).get("resize", {}).get("policy", "squash")
 
 
+def _jpeg_factor(run: Run) -> int:
+    """0 (full decode) for runs older than DCT-scaled decoding, which do not record it."""
+    decode = run.manifest.get("options", {}).get("decode", {})
+    return int(decode.get("jpeg_dct_scaling_factor", 0))
+
+
 def open_training_data(data: str) -> TrainingData:
     """Resolve `--data` to committed runs and refuse a union a model could not be trained on."""
     runs = tuple(resolve_runs(data))
     return dataclasses.replace(check_runs(runs, data), superseded=newest_wins(runs))
+
+
+def exclude_images(training_data: TrainingData, identifiers: set[str],
+                   data: str) -> TrainingData:
+    """Leave out every record whose image_id or uri is listed (`tv-train --exclude`): they join
+    the records the input pipeline skips, and the counts drop accordingly."""
+    skipped, excluded = excluded_records(training_data.runs, training_data.superseded,
+                                         identifiers)
+    trimmed = dataclasses.replace(training_data, superseded=skipped,
+                                  excluded={split: excluded.get(split, 0)
+                                            for split in record.SPLITS})
+    check_counts(trimmed, data)
+    return trimmed
 
 
 def check_runs(runs: Sequence[Run], data: str) -> TrainingData:
@@ -93,10 +118,21 @@ def check_runs(runs: Sequence[Run], data: str) -> TrainingData:
     if len(policies) > 1:
         raise UserError(f"The runs under {data} resized images differently ({', '.join(policies)})"
                         f"; train on runs of one resize policy only.")
+    factors = sorted({_jpeg_factor(run) for run in runs})
+    if len(factors) > 1:
+        raise UserError(f"The runs under {data} decoded JPEGs at different DCT scaling factors "
+                        f"{factors}; serving can match only one, so train on runs of one "
+                        f"version, or extract the older images again into a new --output.")
     labels = tuple(sorted({label for run in runs for label in run.labels}))
     backbone = runs[0].manifest["backbone"]
     training_data = TrainingData(tuple(runs), labels, dims[0], fingerprints[0],
                                  backbone.get("handle") or backbone["name"])
+    check_counts(training_data, data)
+    return training_data
+
+
+def check_counts(training_data: TrainingData, data: str) -> None:
+    """Every split non-empty and at least two classes in train."""
     for split in record.SPLITS:
         if sum(training_data.counts(split).values()) == 0 or not training_data.shards(split):
             raise UserError(f"The {split} split under {data} is empty; extract more images "
@@ -105,7 +141,6 @@ def check_runs(runs: Sequence[Run], data: str) -> TrainingData:
     if len(present) < 2:
         raise UserError(f"The train split under {data} has {len(present)} class(es); a "
                         f"classifier needs at least 2.")
-    return training_data
 
 
 def label_table(labels: Sequence[str]) -> tf.lookup.StaticHashTable:

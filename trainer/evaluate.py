@@ -136,6 +136,9 @@ def evaluate(model: keras.Model, training_data: TrainingData, config: TrainConfi
     metrics["counts"] = {split: training_data.counts(split) for split in record.SPLITS}
     metrics["runs"] = [run.run_id for run in training_data.runs]
     metrics["backbone"] = training_data.fingerprint
+    if training_data.excluded:  # tv-train --exclude: records per split left out
+        metrics["excluded"] = {"images": sum(training_data.excluded.values()),
+                               **training_data.excluded}
     metrics["normalisation"] = (f"tensorflow-transform graph of run {transform.run_dir}"
                                 if transform is not None else "Normalization layer in the head")
     metrics["errors"] = write_errors_csv(test, labels, os.path.join(model_dir, ERRORS_CSV))

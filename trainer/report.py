@@ -42,6 +42,10 @@ def _summary(metrics: dict, config: TrainConfig) -> str:
              ["examples train / validation / test",
               " / ".join(str(sum(metrics["counts"][s].values())) for s in
                          ("train", "validation", "test"))],
+             *([["excluded (--exclude)", f"{metrics['excluded']['images']} ("
+                 + ", ".join(f"{s} {metrics['excluded'][s]}" for s in ("train", "validation",
+                                                                       "test")) + ")"]]
+               if "excluded" in metrics else []),
              ["head", f"{config.head} (lr {config.learning_rate}, batch {config.batch_size}, "
                       f"seed {config.seed})"],
              ["normalisation", metrics.get("normalisation", "")],
@@ -81,4 +85,20 @@ def write_report(model_dir: str, metrics: dict, config: TrainConfig) -> str:
     path = os.path.join(model_dir, REPORT_FILE)
     with open(path, "w", encoding="utf-8") as f:
         f.write(page)
+    return path
+
+
+def add_section(model_dir: str, name: str, fragment: str) -> str:
+    """Put `fragment` into report.html before `</body>`, replacing an earlier section of the
+    same name (so re-running `tv-audit --model_dir` does not stack copies); returns the path."""
+    from trainer.audit.write import write_text
+
+    path = os.path.join(model_dir, REPORT_FILE)
+    with open(path, encoding="utf-8") as f:
+        page = f.read()
+    begin, end = f"<!-- section:{name} -->", f"<!-- /section:{name} -->"
+    if begin in page and end in page:
+        page = page[:page.index(begin)] + page[page.index(end) + len(end):]
+    page = page.replace("</body>", f"{begin}{fragment}{end}</body>", 1)
+    write_text(path, page)
     return path

@@ -25,8 +25,8 @@ from beam_jobs.cli import main
 from beam_jobs.errors import UserError
 from trainer import evaluate
 from trainer.config import CLASS_WEIGHTS, HEADS, INPUT_FORMATS, TrainConfig
-from trainer.data import (TRAIN, VALIDATION, TrainingData, dataset, feature_moments,
-                          open_training_data)
+from trainer.data import (TRAIN, VALIDATION, TrainingData, dataset, exclude_images,
+                          feature_moments, open_training_data)
 from trainer.export import SERVING_DIR, export_serving
 from trainer.heads import build_model
 from trainer.transform import TransferValueTransform, load_transform
@@ -97,11 +97,19 @@ def fit(config: TrainConfig, training_data: TrainingData, model_dir: str, verbos
 
 
 def train(config: TrainConfig, data: str, model_dir: str, *, verbose: int = 0,
-          export: bool = True) -> dict:
-    """Train, evaluate and (unless `export=False`) export; returns the metrics.json content."""
+          export: bool = True, exclude: Optional[str] = None) -> dict:
+    """Train, evaluate and (unless `export=False`) export; returns the metrics.json content.
+
+    `exclude`: a file of images to leave out (trainer.audit.exclude: an audit CSV or a list of
+    uris / image_ids); metrics.json and the report say how many were left out per split.
+    """
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     training_data = open_training_data(data)
+    if exclude:
+        from trainer.audit.exclude import read_exclusions
+
+        training_data = exclude_images(training_data, read_exclusions(exclude), data)
     backbone = serving_backbone(training_data) if export else None
     os.makedirs(model_dir, exist_ok=True)
     transform = load_transform(training_data.runs)
@@ -110,7 +118,8 @@ def train(config: TrainConfig, data: str, model_dir: str, *, verbose: int = 0,
     metrics = evaluate.evaluate(model, training_data, config, model_dir, history, transform)
     if backbone is not None:
         export_serving(model, backbone, training_data.labels, os.path.join(model_dir, SERVING_DIR),
-                       transform=transform, resize_policy=training_data.resize_policy)
+                       transform=transform, resize_policy=training_data.resize_policy,
+                       jpeg_factor=training_data.jpeg_factor)
     return metrics
 
 
@@ -140,6 +149,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
     for name in ("learning_rate", "dropout", "l2", "label_smoothing"):
         parser.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
+    parser.add_argument("--exclude", default=None, metavar="FILE",
+                        help="leave out these images: a tv-audit CSV (flagged rows; for "
+                        "near_duplicates.csv every pair's copy uri_b) or a list of uris/image_ids")
     parser.add_argument("--verbose", action="store_true", help="log progress; show tracebacks")
     return cli.parse_args(parser, argv)  # also reads --config=FILE.yaml; flags override it
 
@@ -156,7 +168,9 @@ def run(argv: Sequence[str] | None = None) -> dict:
     if not os.path.exists(args.data) and "://" not in args.data:
         raise UserError(f"--data {args.data} does not exist.")
     cli.check_writable(args.model_dir, "--model_dir")  # fail now, not after training
-    metrics = train(config, args.data, args.model_dir, verbose=2)
+    metrics = train(config, args.data, args.model_dir, verbose=2, exclude=args.exclude)
+    if "excluded" in metrics:
+        print(f"excluded {metrics['excluded']['images']} images listed in {args.exclude}")
     print(f"test accuracy: {metrics['test_accuracy']:.4f} "
           f"(validation {metrics['validation_accuracy']:.4f})")
     print(f"outputs: {os.path.abspath(args.model_dir)} "

@@ -77,7 +77,8 @@ def superseded_filter(superseded: Superseded, fmt: str) -> Callable | None:
         return None
     if fmt != "tfrecord":
         raise UserError(f"{len(superseded.keys)} records are superseded by newer runs (relabelled"
-                        f" or extracted twice); only --format=tfrecord can skip them.")
+                        f" or extracted twice) or listed by --exclude; only --format=tfrecord "
+                        f"can skip them.")
     table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
         tf.constant(superseded.keys), tf.ones(len(superseded.keys), tf.int64)), default_value=0)
     spec = {record.IMAGE_ID: tf.io.FixedLenFeature([], tf.string)}
@@ -92,3 +93,33 @@ def superseded_filter(superseded: Superseded, fmt: str) -> Callable | None:
         return records.filter(keep)
 
     return drop_superseded
+
+
+def excluded_records(runs: Sequence[Run], superseded: Superseded,
+                     identifiers: set[str]) -> tuple[Superseded, dict[str, int]]:
+    """`tv-train --exclude`: add every record whose image_id or uri is listed to the skipped
+    ones (the same filter and counts serve both); returns them and the excluded count per
+    split.  A record already superseded is not counted twice."""
+    keys, skipped = list(superseded.keys), set(superseded.keys)
+    counts = {split: dict(per) for split, per in superseded.counts.items()}
+    excluded: dict[str, int] = {}
+    for run in runs:
+        columns: dict[str, list] = {name: [] for name in _COLUMNS + (record.URI,)}
+        for split in record.SPLITS:
+            for shard in run.shards(split, "parquet"):
+                for batch in id_columns(shard, tuple(columns)):
+                    for name in columns:
+                        columns[name].extend(batch[name])
+        hits = [i for i, (image_id, uri) in enumerate(zip(columns[record.IMAGE_ID],
+                                                          columns[record.URI]))
+                if image_id in identifiers or uri in identifiers]
+        for i in hits:
+            key = f"{run.path}|{columns[record.IMAGE_ID][i]}"
+            split, label = columns[record.SPLIT][i], columns[record.LABEL][i]
+            if key in skipped:
+                continue
+            skipped.add(key)
+            keys.append(key)
+            counts.setdefault(split, {})[label] = counts.get(split, {}).get(label, 0) + 1
+            excluded[split] = excluded.get(split, 0) + 1
+    return Superseded(tuple(keys), counts), excluded

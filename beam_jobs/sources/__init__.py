@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import apache_beam as beam
 
@@ -20,6 +20,9 @@ class SourceConfig:
     label_names: Optional[list[str]] = None
     tfrecord_image_keys: tuple[str, ...] = ()
     tfrecord_label_keys: tuple[str, ...] = ()
+    # Only inputs whose uri passes are wanted (one chunk of a job, see beam_jobs.chunks);
+    # folder and manifest sources apply it before reading any bytes, others may ignore it.
+    uri_filter: Optional[Callable[[str], bool]] = None
 
 
 def config_from_options(opts, label_names: Optional[list[str]] = None) -> SourceConfig:
@@ -60,11 +63,11 @@ def read_images(spec: str, limit=None, label_names: Optional[list[str]] = None,
     if kind == "folder":
         from beam_jobs.sources.folder import ReadFolder
 
-        return ReadFolder(uri, limit=config.limit)
+        return ReadFolder(uri, limit=config.limit, uri_filter=config.uri_filter)
     if kind == "manifest":
         from beam_jobs.sources.manifest import ReadManifest
 
-        return ReadManifest(uri, limit=config.limit)
+        return ReadManifest(uri, limit=config.limit, uri_filter=config.uri_filter)
     if kind == "tfrecord":
         from beam_jobs.sources.tfrecord import ReadTFRecord
 
@@ -76,12 +79,37 @@ def read_images(spec: str, limit=None, label_names: Optional[list[str]] = None,
     raise UserError(f"Unknown source kind {kind!r}: use one of {', '.join(KINDS)}.")
 
 
+def skipped_files(spec: str) -> beam.PTransform:
+    """PBegin → one key per file the source saw but did not take as an input (`.txt`,
+    `.DS_Store`…, see `folder.skipped_file_key`); only folders have such files."""
+    kind, _, uri = spec.partition(":")
+    if kind == "folder" and uri:
+        from beam_jobs.sources.folder import SkippedFiles
+
+        return SkippedFiles(uri)
+    return beam.Create([]).with_output_types(str)
+
+
 def _uri(image) -> str:
     return image.uri
 
 
 def _split_key(image) -> str:
     return image.source_split or ""
+
+
+class OnlyWanted(beam.PTransform):
+    """Candidates (or images) whose uri passes `SourceConfig.uri_filter`; all when None."""
+
+    def __init__(self, uri_filter: Optional[Callable[[str], bool]]):
+        super().__init__()
+        self._uri_filter = uri_filter
+
+    def expand(self, items):
+        if self._uri_filter is None:
+            return items
+        uri_filter = self._uri_filter
+        return items | "ByUri" >> beam.Filter(lambda item: uri_filter(item.uri))
 
 
 class KeepFirst(beam.PTransform):

@@ -18,7 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.elements import CONFLICTING_LABELS, DUPLICATE, UNREADABLE, SourceImage
 from beam_jobs.errors import UserError
-from beam_jobs.sources import KeepFirst
+from beam_jobs.sources import KeepFirst, OnlyWanted
 from beam_jobs.sources.reading import Candidate, ReadCandidate, matches
 
 _SPLITS = {"train": "train", "training": "train", "validation": "validation",
@@ -81,10 +81,11 @@ class _ParseLine(beam.DoFn):
 
 
 class ReadManifest(beam.PTransform):
-    def __init__(self, manifest: str, limit=None):
+    def __init__(self, manifest: str, limit=None, uri_filter=None):
         super().__init__()
         self._manifest = manifest
         self._limit = limit
+        self._uri_filter = uri_filter
 
     def expand(self, pbegin):
         if not matches(self._manifest):
@@ -98,7 +99,9 @@ class ReadManifest(beam.PTransform):
                   | "GroupListings" >> beam.GroupByKey()  # also spreads the reads
                   | "ReadOnce" >> beam.ParDo(_CollapseRepeats()).with_outputs(
                       "repeats", main="once"))
-        images = listed.once | "Read" >> beam.ParDo(ReadCandidate())
+        images = (listed.once
+                  | "Wanted" >> OnlyWanted(self._uri_filter)  # before any byte is read
+                  | "Read" >> beam.ParDo(ReadCandidate()))
         return (images, listed.repeats, lines.bad) | "WithBadLines" >> beam.Flatten()
 
 

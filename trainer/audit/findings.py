@@ -1,0 +1,75 @@
+"""The audit itself: collection in, findings out (no files), so benchmarks and tests can call
+it on arrays and the CLI only adds reading and writing."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from beam_jobs.errors import UserError
+from trainer.audit import label_issues as li
+from trainer.audit.collection import Collection
+from trainer.audit.folds import FoldConfig, out_of_fold_probabilities
+from trainer.audit.neighbours import EXACT_LIMIT, Neighbours, nearest_neighbours
+from trainer.audit.outliers import (DUPLICATE_SIMILARITY, OUTLIER_MADS, Outliers, Pairs,
+                                    near_duplicates, outliers)
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditConfig:
+    folds: FoldConfig = FoldConfig()
+    k: int = 20  # nearest neighbours per image (label votes, duplicates, outliers); measured
+    knn_weight: float = li.KNN_WEIGHT
+    duplicate_similarity: float = DUPLICATE_SIMILARITY
+    outlier_mads: float = OUTLIER_MADS
+    exact_limit: int = EXACT_LIMIT
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise UserError(f"--k must be at least 1, got {self.k}.")
+        if not 0.0 <= self.knn_weight <= 1.0:
+            raise UserError(f"--knn_weight must lie in [0, 1], got {self.knn_weight}.")
+        if not 0.0 < self.duplicate_similarity <= 1.0:
+            raise UserError("--duplicate_similarity must lie in (0, 1].")
+
+
+@dataclasses.dataclass(frozen=True)
+class Findings:
+    label_issues: li.LabelIssues
+    duplicates: Pairs
+    outliers: Outliers
+    neighbours: Neighbours
+    seconds: dict[str, float]
+
+
+def check_collection(collection: Collection, data: str) -> None:
+    """The sentences for collections an audit cannot judge."""
+    if not np.any(collection.splits == "test"):
+        raise UserError(f"The runs under {data} have no test split; the audit checks the test "
+                        f"split for leaked duplicates, so extract one first.")
+    if len(np.unique(collection.label_ids)) < 2:
+        raise UserError(f"The runs under {data} hold a single class; label errors need at "
+                        f"least 2.")
+
+
+def run_audit(collection: Collection, config: AuditConfig = AuditConfig()) -> Findings:
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    neighbours = nearest_neighbours(collection.transfer_values, config.k, config.exact_limit)
+    seconds["neighbours"] = time.perf_counter() - start
+    start = time.perf_counter()
+    head = out_of_fold_probabilities(collection.transfer_values, collection.label_ids,
+                                     collection.image_ids, len(collection.labels), config.folds)
+    seconds["out_of_fold"] = time.perf_counter() - start
+    start = time.perf_counter()
+    votes = li.neighbour_label_distribution(neighbours, collection.label_ids,
+                                            len(collection.labels))
+    issues = li.find_label_issues(collection.label_ids, li.blend(head, votes, config.knn_weight))
+    seconds["cleanlab"] = time.perf_counter() - start
+    pairs = near_duplicates(neighbours, collection.uris, collection.splits,
+                            config.duplicate_similarity)
+    isolated = outliers(neighbours, collection.label_ids, len(collection.labels),
+                        config.outlier_mads)
+    return Findings(issues, pairs, isolated, neighbours, seconds)
