@@ -203,7 +203,7 @@ class ProgressPrinter(threading.Thread):
         while not self._halt.wait(self._interval_s):
             self.emit()
 
-    def emit(self) -> None:
+    def emit(self, final: bool = False) -> None:
         counters = self._read_counters()
         now = snapshot(counters)
         rate = self._rate.update(time.time(), now.done, now.total is not None)
@@ -214,6 +214,8 @@ class ProgressPrinter(threading.Thread):
             self._drawn = len(text)
         else:
             text = now.line()
+            if final and self.lines and text == self.lines[-1]:
+                return  # the last interval's line already said it
             self._stream.write(text + "\n")
         self._stream.flush()
         self.lines.append(text)
@@ -222,7 +224,7 @@ class ProgressPrinter(threading.Thread):
         self._halt.set()
         self.join(timeout=5)
         if self.lines:
-            self.emit()  # the final tally, so the last line is never a stale one
+            self.emit(final=True)  # the final tally, so the last line is never a stale one
             if self._bar:
                 self._stream.write("\n")
                 self._stream.flush()

@@ -114,3 +114,15 @@ def test_no_progress_when_turned_off_or_on_remote_runners():
         assert printer is None
     with progress.report_progress("DirectRunner", enabled=False) as printer:
         assert printer is None
+
+
+def test_a_log_never_repeats_the_final_line():
+    counters = {progress.RECORDS: 5}
+    stream = io.StringIO()
+    printer = progress.ProgressPrinter(lambda: dict(counters), interval_s=60, stream=stream)
+    printer.emit()
+    printer.emit(final=True)  # nothing changed since the last interval: no second copy
+    counters[progress.RECORDS] = 7
+    printer.emit(final=True)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0] != lines[1], lines
