@@ -50,14 +50,18 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
+def _example(c: Collection, labels: np.ndarray, i: int) -> list:
+    """The columns every per-image table starts with."""
+    return [c.uris[i], c.image_ids[i], c.splits[i], labels[c.label_ids[i]]]
+
+
 def write_tables(c: Collection, f: Findings, output: str) -> None:
     labels = np.asarray(c.labels, object)
     issues = f.label_issues
     write_csv(_join(output, LABEL_ISSUES_CSV),
               ["uri", "image_id", "split", "given_label", "suggested_label", "score", "flagged"],
-              ([c.uris[i], c.image_ids[i], c.splits[i], labels[c.label_ids[i]],
-                labels[issues.suggested[i]], f"{issues.scores[i]:.6f}", _flag(issues.flagged[i])]
-               for i in issues.order))
+              (_example(c, labels, i) + [labels[issues.suggested[i]], f"{issues.scores[i]:.6f}",
+                                         _flag(issues.flagged[i])] for i in issues.order))
     pairs = f.duplicates
     write_csv(_join(output, NEAR_DUPLICATES_CSV),
               ["uri_a", "uri_b", "similarity", "split_a", "split_b", "label_a", "label_b",
@@ -70,9 +74,8 @@ def write_tables(c: Collection, f: Findings, output: str) -> None:
     out = f.outliers
     write_csv(_join(output, OUTLIERS_CSV),
               ["uri", "image_id", "split", "label", "neighbour_label", "distance", "flagged"],
-              ([c.uris[i], c.image_ids[i], c.splits[i], labels[c.label_ids[i]],
-                labels[out.neighbour_label[i]], f"{out.distance[i]:.6f}", _flag(out.flagged[i])]
-               for i in out.order))
+              (_example(c, labels, i) + [labels[out.neighbour_label[i]], f"{out.distance[i]:.6f}",
+                                         _flag(out.flagged[i])] for i in out.order))
 
 
 def summarise(c: Collection, f: Findings, config: AuditConfig) -> dict:
