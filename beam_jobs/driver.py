@@ -17,8 +17,8 @@ from typing import Any, Callable, NamedTuple
 import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
-from beam_jobs import (backbones, chunks, commit, imaging, incremental, jobs, progress, runs,
-                       sinks)
+from beam_jobs import (augment, backbones, chunks, commit, imaging, incremental, jobs, progress,
+                       runs, sinks)
 from beam_jobs.errors import UserError
 from beam_jobs.inference import pin_tf_threads, threads_per_worker
 from beam_jobs.options import ExtractOptions
@@ -169,6 +169,9 @@ def _commit_chunk(opts: ExtractOptions, backbone: backbones.Backbone, job: jobs.
                     "resize": {"policy": opts.resize_policy,
                                "method": "bilinear, antialiased when shrinking"},
                     "decode": {"jpeg_dct_scaling_factor": imaging.DRAFT_FACTOR}},
+        "views": augment.views_manifest(
+            opts.augment_views, opts.mirror_views,
+            augment.policy_named(opts.augment_policy, opts.mirror_views)),
         "backbone": {"name": backbone.name, "fingerprint": backbone.fingerprint,
                      "image_size": backbone.image_size, "feature_dim": backbone.feature_dim,
                      "handle": opts.backbone},
@@ -185,16 +188,17 @@ def _job_summary(output: str, job: jobs.Job) -> dict[str, Any]:
     if len(manifests) == 1:
         return manifests[0]
     counts: dict[str, dict[str, int]] = {}
+    view_counts: dict[str, dict[str, int]] = {}
     letters: dict[str, int] = {}
     for manifest in manifests:
-        for split, per_label in manifest["counts"].items():
-            for label, n in per_label.items():
-                counts.setdefault(split, {})[label] = counts.get(split, {}).get(label, 0) + n
+        _add_nested(counts, manifest["counts"])
+        _add_nested(view_counts, manifest.get("view_counts", {}))
         for reason, n in manifest["dead_letters"].items():
             letters[reason] = letters.get(reason, 0) + n
     total = {name: sum(m[name] for m in manifests) for name in ("inputs", "accepted", "rejected")}
     summary = {"job_id": job.job_id, "run_id": manifests[-1]["run_id"],
                "run_ids": job.run_ids(), "chunks": job.chunks, **total, "counts": counts,
+               "view_counts": view_counts, "views": manifests[0].get("views"),
                "dead_letters": letters, "labels": job.record["labels"],
                "skipped_files": manifests[0].get("skipped_files", {}),  # listed by chunk 0
                "parent_runs": job.record["parent_runs"],
@@ -202,6 +206,12 @@ def _job_summary(output: str, job: jobs.Job) -> dict[str, Any]:
     print(f"Job {job.job_id} complete: {job.chunks} runs, {total['inputs']} inputs: "
           f"{total['accepted']} accepted, {total['rejected']} rejected {letters}")
     return summary
+
+
+def _add_nested(total: dict[str, dict[str, int]], part: dict[str, dict[str, int]]) -> None:
+    for split, per_key in part.items():
+        for key, n in per_key.items():
+            total.setdefault(split, {})[key] = total.get(split, {}).get(key, 0) + n
 
 
 def _run_dir_of(output: str, run_id: str) -> str:
@@ -223,8 +233,13 @@ def _report(run_dir: str, manifest: dict[str, Any], elapsed: float) -> None:
     chunk = f" (chunk {job['chunk'] + 1}/{job['chunks']})" if job.get("chunks", 1) > 1 else ""
     print(f"Committed run {manifest['run_id']}{chunk} at {run_dir}")
     skipped = sinks.skipped_summary(manifest.get("skipped_files", {}))
+    records = sum(n for per_view in manifest.get("view_counts", {}).values()
+                  for n in per_view.values())
+    views = records - manifest["accepted"]
     print(f"  {manifest['inputs']} inputs: {manifest['accepted']} accepted {per_split}, "
           f"{manifest['rejected']} rejected {manifest['dead_letters']}"
+          + (f"; {views} views besides the images" if views > 0 else "")
           + (f"; {skipped}" if skipped else ""))
-    print(f"  {elapsed:.1f} s, {manifest['inputs'] / max(elapsed, 1e-9):.1f} images/s, "
-          f"backbone {manifest['backbone']['fingerprint']}", flush=True)
+    print(f"  {elapsed:.1f} s, {manifest['inputs'] / max(elapsed, 1e-9):.1f} images/s"
+          + (f" ({records / max(elapsed, 1e-9):.1f} records/s)" if views > 0 else "")
+          + f", backbone {manifest['backbone']['fingerprint']}", flush=True)

@@ -19,7 +19,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from schemas import record
-from beam_jobs import backbones, cli, driver, incremental, jobs, progress, runs, sources
+from beam_jobs import (augment, backbones, cli, driver, incremental, jobs, progress, runs,
+                       sources)
+from beam_jobs.augment import AddViews
 from beam_jobs import commit  # noqa: F401 - tests patch extract.commit
 from beam_jobs.cli import main
 from beam_jobs.decode import DecodeImages
@@ -29,7 +31,7 @@ from beam_jobs.chunks import (InChunk, ReadChunkPlan, SelectChunk, WritePlan, ch
                               chunk_of, letter_uri)
 from beam_jobs.inference import BackboneModelHandler, threads_per_worker
 from beam_jobs.options import ExtractOptions
-from beam_jobs.sinks import ToRecordBatches, WriteDeadLetters, WriteShards, WriteStats
+from beam_jobs.sinks import ToRecordBatches, WriteDeadLetters, WriteShards, WriteStats, originals
 from beam_jobs.splits import (DeduplicateAndSplit, SelectPlanned, SetAsideUnusable,
                               assign_split, parse_percentages, rejected_uri)
 from beam_jobs.transform import AnalyzeAndWriteTransform
@@ -37,6 +39,7 @@ from beam_jobs.transform import AnalyzeAndWriteTransform
 log = logging.getLogger(__name__)
 _RECORDS = Metrics.counter(progress.NAMESPACE, progress.RECORDS)
 _INFERENCE_FAILED = Metrics.counter(progress.NAMESPACE, "inference_failed")
+_VIEWS_FAILED = Metrics.counter(progress.NAMESPACE, "view_inference_failed")
 EXAMPLE = """example:
   tv-extract --source=idx:/usr/share/datasets/fashion-mnist --output=/tmp/tv \\
       --label_names=examples/fashion_mnist_labels.txt --limit=train=500,test=100
@@ -46,22 +49,30 @@ BEAM_NOTE = ("Any Beam pipeline option is accepted as well (--runner, --direct_n
              "--flink_master, --environment_type ...); see docs/runners.md.")
 
 
-def _keyed(item: ModelInput) -> tuple[tuple[str, str, str, str], Any]:
-    return (item.image_id, item.uri, item.label, item.split), item.image
+def _keyed(item: ModelInput) -> tuple[tuple[str, str, str, str, int], Any]:
+    return (item.image_id, item.uri, item.label, item.split, item.view), item.image
 
 
 def _to_record(keyed, labels: Sequence[str], fingerprint: str) -> dict[str, Any]:
-    (image_id, uri, label, split), result = keyed
-    _RECORDS.inc()
+    (image_id, uri, label, split, view), result = keyed
+    if view == record.ORIGINAL_VIEW:  # progress counts images, as the plan does
+        _RECORDS.inc()
     return {record.IMAGE_ID: image_id, record.URI: uri, record.LABEL: label,
             record.LABEL_ID: labels.index(label), record.SPLIT: split,
-            record.TRANSFER_VALUES: result.inference, record.BACKBONE: fingerprint}
+            record.TRANSFER_VALUES: result.inference, record.BACKBONE: fingerprint,
+            record.VIEW: view}
 
 
 def _failed_batch_to_dead_letters(failure) -> list[str]:
+    """A dead letter per image whose original failed: an input is counted once, so a view
+    that failed (its original may have passed in another batch) is only missing from the
+    run's view_counts."""
     batch, error = failure
-    _INFERENCE_FAILED.inc(len(batch))
-    return [dead_letter(key[1], "inference", INFERENCE_FAILED, repr(error)) for key, _ in batch]
+    originals = [key for key, _ in batch if key[4] == record.ORIGINAL_VIEW]
+    _INFERENCE_FAILED.inc(len(originals))
+    _VIEWS_FAILED.inc(len(batch) - len(originals))
+    return [dead_letter(key[1], "inference", INFERENCE_FAILED, repr(error))
+            for key in originals]
 
 
 def _read_label_names(path: Optional[str]) -> Optional[list[str]]:
@@ -172,10 +183,13 @@ def _extract_chunk(selected, first_letters, inputs, labels, opts: ExtractOptions
     decoded = kept | "DecodeImages" >> DecodeImages(
         opts.max_pixels, backbone.image_size, opts.resize_policy,
         threads=threads_per_worker(opts) or None, in_flight=opts.batch_size)
+    views = decoded.decoded | "AddViews" >> AddViews(
+        backbone.image_size, opts.resize_policy, opts.augment_views,
+        augment.policy_named(opts.augment_policy, opts.mirror_views), opts.mirror_views)
     handler = KeyedModelHandler(BackboneModelHandler(
         backbone, max_batch_size=opts.batch_size, intra_op_threads=threads_per_worker(opts),
         resize_policy=opts.resize_policy))
-    inferred, failed = (decoded.decoded
+    inferred, failed = (views
                         | "Key" >> beam.Map(_keyed)
                         | "RunInference" >> RunInference(handler).with_exception_handling())
     records = inferred | "ToRecord" >> beam.Map(_to_record, labels, backbone.fingerprint)
@@ -189,6 +203,7 @@ def _extract_chunk(selected, first_letters, inputs, labels, opts: ExtractOptions
         (batches
          | "TrainOnly" >> beam.Filter(lambda kv: kv[0] == record.SPLITS[0])
          | "TrainBatch" >> beam.Values()
+         | "OriginalsOnly" >> beam.FlatMap(originals)  # the z-score must not depend on views
          | "AnalyzeTransform" >> AnalyzeAndWriteTransform(run_dir, backbone.feature_dim,
                                                           transform_temp_dir))
     dead_letters | "WriteDeadLetters" >> WriteDeadLetters(run_dir)
@@ -207,6 +222,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     opts = options.view_as(ExtractOptions)
     parse_percentages(opts.splits)  # flag errors before anything expensive
     _check_counts(opts)
+    augment.policy_named(opts.augment_policy, opts.mirror_views)
     sources.parse_limit(opts.limit)
     backbone = backbones.load(opts.backbone)
     cli.check_writable(opts.output, "--output")
@@ -218,7 +234,8 @@ def _check_counts(opts: ExtractOptions) -> None:
     for flag, value, least in (("num_shards", opts.num_shards, 0),
                                ("batch_size", opts.batch_size, 1),
                                ("max_pixels", opts.max_pixels, 1),
-                               ("commit_every", opts.commit_every, 1)):
+                               ("commit_every", opts.commit_every, 1),
+                               ("augment_views", opts.augment_views, 0)):
         if value < least:
             raise UserError(f"--{flag}={value} must be at least {least}.")
 

@@ -55,14 +55,29 @@ def known_shards(known: Sequence[runs.Run]) -> list[tuple[str, str]]:
             for split in (TRAIN, VALIDATION, TEST) for shard in run.shards(split, "parquet")]
 
 
+def image_labels(shard: str) -> Iterator[tuple[str, str]]:
+    """(image_id, label) of each image a shard holds: its view 0 rows only, since views share
+    their image's id and label (shards written before views existed hold only images)."""
+    import pyarrow.parquet as pq
+
+    with FileSystems.open(shard, compression_type="uncompressed") as f:
+        has_views = record.VIEW in pq.ParquetFile(f).schema_arrow.names
+    columns = (record.IMAGE_ID, record.LABEL) + ((record.VIEW,) if has_views else ())
+    for batch in id_columns(shard, columns):
+        views = batch[record.VIEW] if has_views else [record.ORIGINAL_VIEW] * len(
+            batch[record.IMAGE_ID])
+        for image_id, label, view in zip(batch[record.IMAGE_ID], batch[record.LABEL], views):
+            if view == record.ORIGINAL_VIEW:
+                yield image_id, label
+
+
 class _ReadKnownLabels(beam.DoFn):
-    """(run_id, shard) → (image_id, (run_id, label)) for each row of the shard."""
+    """(run_id, shard) → (image_id, (run_id, label)) for each image of the shard."""
 
     def process(self, run_shard: tuple[str, str]) -> Iterator[tuple[str, tuple[str, str]]]:
         run_id, shard = run_shard
-        for columns in id_columns(shard):
-            for image_id, label in zip(columns[record.IMAGE_ID], columns[record.LABEL]):
-                yield image_id, (run_id, label)
+        for image_id, label in image_labels(shard):
+            yield image_id, (run_id, label)
 
 
 class _KeepNewOrRelabelled(beam.DoFn):

@@ -43,6 +43,7 @@ class Entry:
     images: Optional[int] = None
     backbone: str = ""
     job: str = ""  # run: "<job id> chunk i/n"; job: "i/n chunks committed"
+    views: Optional[int] = None  # run: records besides its images (augmented views, mirrors)
 
 
 def _files(folder: str) -> list:
@@ -103,8 +104,11 @@ def _run_entry(path: str, alive: dict[str, bool], now: float) -> Entry:
         detail = f"{job['id']} chunk {job['chunk'] + 1}/{job['chunks']}" if job else ""
         images = sum(n for per_label in manifest.get("counts", {}).values()
                      for n in per_label.values())
+        records = sum(n for per_view in manifest.get("view_counts", {}).values()
+                      for n in per_view.values())
         return Entry("run", run_id, path, COMMITTED, size, age, images,
-                     manifest.get("backbone", {}).get("name", ""), detail)
+                     manifest.get("backbone", {}).get("name", ""), detail,
+                     views=max(records - images, 0))
     state = IN_PROGRESS if owner and alive.get(owner) else ABANDONED
     return Entry("run", run_id, path, state, size, age, job=owner or "")
 

@@ -35,11 +35,18 @@ HEARTBEAT_STALE_S = 120.0  # another host's job is taken for dead after this lon
 KEY_OPTIONS = ("source", "splits", "limit", "label_names", "tfrecord_image_key",
                "tfrecord_label_key", "resize_policy", "max_pixels", "commit_every",
                "incremental", "run_id", "augment_views")
+# Options that change what a job extracts only when views are asked for: jobs without views
+# keep the key they had before views existed, so the same command still finds its job.
+VIEW_OPTIONS = ("augment_policy", "mirror_views")
 
 
 def job_key(opts: Any, fingerprint: str) -> str:
     """The same command (same meaningful options, same backbone weights) → the same key."""
     meaningful = {name: getattr(opts, name, None) for name in KEY_OPTIONS}
+    if meaningful["augment_views"] or getattr(opts, "mirror_views", False):
+        meaningful.update({name: getattr(opts, name, None) for name in VIEW_OPTIONS})
+    else:
+        meaningful["augment_views"] = None  # as before the option existed
     text = json.dumps({"backbone": fingerprint, **meaningful}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 

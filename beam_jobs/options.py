@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_jobs.augment import POLICIES
+
 
 COMMIT_EVERY = 20_000  # images per committed chunk; see the --commit_every help and README
 
@@ -22,9 +24,10 @@ class ExtractOptions(PipelineOptions):
         parser.add_argument("--output",
                             help="folder (any Beam filesystem) that receives runs/<run_id>/")
         parser.add_argument("--backbone", default="efficientnet_lite0",
-                            help="efficientnet_lite0 (embedded), a preset (mobilenet_v2, "
-                                 "inception_v3), PRESET=SOURCE, a TF Hub/Kaggle handle, a gs:// "
-                                 "or local SavedModel folder, or a .keras file")
+                            help="efficientnet_lite0 (embedded), efficientnet_lite0:multi (the "
+                                 "same + its 112-channel stage pooled, 1392-d), a preset "
+                                 "(mobilenet_v2, inception_v3), PRESET=SOURCE, a TF Hub/Kaggle "
+                                 "handle, a gs:// or local SavedModel folder, or a .keras file")
         parser.add_argument("--splits", default="80,10,10",
                             help="train,validation,test percentages for images whose source has "
                                  "no split of its own")
@@ -59,6 +62,18 @@ class ExtractOptions(PipelineOptions):
                             help="TF intra-op threads per worker process (0: TF's default "
                                  "in one process; cores / workers with "
                                  "--direct_running_mode=multi_processing)")
+        parser.add_argument("--augment_views", type=int, default=0,
+                            help="K cached augmented views per train image besides the image "
+                                 "itself (records with view 1..K; validation and test get "
+                                 "none): a mild random crop, flip and brightness/contrast "
+                                 "jitter, seeded per image, each costing one more forward pass")
+        parser.add_argument("--augment_policy", default="default",
+                            choices=tuple(POLICIES),
+                            help="what a view may do: default (photos, clothes) or no_flip "
+                                 "(digits, text: a mirror may change the class)")
+        parser.add_argument("--mirror_views", action="store_true",
+                            help="also extract the left-right mirror of every image in every "
+                                 "split (view -1), for test-time augmentation (tv-train --tta)")
         parser.add_argument("--run_id", default=None,
                             help="name of the run folder (default: UTC time + random suffix)")
         parser.add_argument("--commit_every", type=int, default=COMMIT_EVERY,

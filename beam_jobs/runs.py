@@ -81,16 +81,16 @@ class Run:
 
 def open_run(path: str) -> Run:
     """Open one run folder, refusing anything not committed or of an unknown schema version."""
-    from schemas import SCHEMA_VERSION
+    from schemas.record import READABLE_SCHEMA_VERSIONS
 
     path = path.rstrip("/")
     if not exists(join(path, SUCCESS)):
         raise UserError(f"{path} is not a committed run (no {SUCCESS}); it may still be "
                         f"running or may have been interrupted.")
     manifest = json.loads(read_text(join(path, MANIFEST)))
-    if manifest.get("schema_version") != SCHEMA_VERSION:
+    if manifest.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
         raise UserError(f"{path} was written with schema version {manifest.get('schema_version')}"
-                        f", this version reads only {SCHEMA_VERSION}.")
+                        f", this version reads only {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}.")
     return Run(path, manifest)
 
 

@@ -47,9 +47,10 @@ def human_age(seconds: Optional[float]) -> str:
 
 
 def format_table(entries: Sequence[inventory.Entry]) -> str:
-    rows = [("KIND", "NAME", "STATE", "IMAGES", "SIZE", "BACKBONE", "AGE", "JOB")]
+    rows = [("KIND", "NAME", "STATE", "IMAGES", "VIEWS", "SIZE", "BACKBONE", "AGE", "JOB")]
     rows += [(e.kind, e.name, e.state, "-" if e.images is None else str(e.images),
-              human_size(e.size_bytes), e.backbone or "-", human_age(e.age_s), e.job or "-")
+              str(e.views) if e.views else "-", human_size(e.size_bytes), e.backbone or "-",
+              human_age(e.age_s), e.job or "-")
              for e in entries]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()

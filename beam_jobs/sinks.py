@@ -106,20 +106,49 @@ class WriteDeadLetters(beam.PTransform):
             file_name_suffix=".jsonl")
 
 
+def originals(batch) -> Iterator[Any]:
+    """The rows of a record batch that are images themselves (view 0), not their views;
+    nothing when it holds none."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    mask = pc.equal(batch.column(record.VIEW), pa.scalar(record.ORIGINAL_VIEW, pa.int64()))
+    if pc.all(mask).as_py():
+        yield batch
+    elif pc.any(mask).as_py():
+        yield batch.filter(mask)
+
+
 def _split_label_counts(split_batch) -> Iterable[tuple[tuple[str, str], int]]:
+    """Images (view 0 records) per split × label: what every reader of `counts` expects."""
     split, batch = split_batch
-    labels = batch.column(record.LABEL).value_counts()
-    return [((split, str(item["values"])), int(item["counts"])) for item in labels.to_pylist()]
+    found = []
+    for images in originals(batch):
+        labels = images.column(record.LABEL).value_counts()
+        found += [((split, str(item["values"])), int(item["counts"]))
+                  for item in labels.to_pylist()]
+    return found
+
+
+def _split_view_counts(split_batch) -> Iterable[tuple[tuple[str, int], int]]:
+    """Records per split × view index: what the shards hold, views included."""
+    split, batch = split_batch
+    views = batch.column(record.VIEW).value_counts()
+    return [((split, int(item["values"])), int(item["counts"])) for item in views.to_pylist()]
 
 
 def _tally(_, inputs: int, accepted: Iterable[tuple[tuple[str, str], int]],
-           reasons: Iterable[tuple[str, int]], skipped: Iterable[tuple[str, int]] = ()) -> str:
+           reasons: Iterable[tuple[str, int]], skipped: Iterable[tuple[str, int]] = (),
+           views: Iterable[tuple[tuple[str, int], int]] = ()) -> str:
     counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
     for (split, label), n in accepted:
         counts[split][label] = n
+    view_counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+    for (split, view), n in sorted(views):
+        view_counts[split][str(view)] = n
     skipped_files = dict(sorted(skipped, key=lambda kv: (-kv[1], kv[0])))
-    return json.dumps({"inputs": inputs, "counts": counts, "dead_letters": dict(reasons),
-                       "skipped_files": skipped_files})
+    return json.dumps({"inputs": inputs, "counts": counts, "view_counts": view_counts,
+                       "dead_letters": dict(reasons), "skipped_files": skipped_files})
 
 
 def skipped_summary(skipped_files: dict[str, int]) -> str:
@@ -131,7 +160,8 @@ def skipped_summary(skipped_files: dict[str, int]) -> str:
 
 class WriteStats(beam.PTransform):
     """Counts every input once (accepted per split × label, rejected per reason) into one file,
-    and the files that were not inputs by their `skipped_files` key (`sources.skipped_files`).
+    the records per split × view (`view_counts`: what the shards hold, views included), and
+    the files that were not inputs by their `skipped_files` key (`sources.skipped_files`).
 
     Computed from the data itself rather than from Beam metrics, so the accounting is exact on
     every runner, even those that report metrics only approximately.
@@ -146,6 +176,9 @@ class WriteStats(beam.PTransform):
         accepted = (pcolls["batches"]
                     | "SplitLabel" >> beam.FlatMap(_split_label_counts)
                     | "CountAccepted" >> beam.CombinePerKey(sum))
+        views = (pcolls["batches"]
+                 | "SplitView" >> beam.FlatMap(_split_view_counts)
+                 | "CountViews" >> beam.CombinePerKey(sum))
         reasons = (pcolls["dead_letters"]
                    | "Reason" >> beam.Map(lambda line: json.loads(line)["reason"])
                    | "CountRejected" >> beam.combiners.Count.PerElement())
@@ -154,6 +187,6 @@ class WriteStats(beam.PTransform):
                 | "One" >> beam.Create([None])
                 | "Tally" >> beam.Map(_tally, beam.pvalue.AsSingleton(inputs),
                                       beam.pvalue.AsList(accepted), beam.pvalue.AsList(reasons),
-                                      beam.pvalue.AsList(skipped))
+                                      beam.pvalue.AsList(skipped), beam.pvalue.AsList(views))
                 | "Write" >> beam.io.WriteToText(runs.join(self._run_dir, STATS_FILE),
                                                  file_name_suffix=".json", shard_name_template=""))

@@ -94,10 +94,29 @@ def on_disk(run_dir: str) -> tuple[dict[str, dict[str, int]], list[str]]:
     return found, problems
 
 
+def expected_records(tallies: dict[str, Any]) -> dict[str, int]:
+    """Records per split that the shards must hold: images and their views (`view_counts`),
+    or the images alone for tallies written before views existed."""
+    per_view = tallies.get("view_counts")
+    counts = per_view if per_view is not None else tallies["counts"]
+    return {split: sum(counts.get(split, {}).values()) for split in record.SPLITS}
+
+
+def _images_match_originals(tallies: dict[str, Any], problems: list[str]) -> None:
+    """The images counted per label must be the view 0 records counted per view."""
+    for split, per_view in (tallies.get("view_counts") or {}).items():
+        images = sum(tallies["counts"].get(split, {}).values())
+        originals = per_view.get(str(record.ORIGINAL_VIEW), 0)
+        if images != originals:
+            problems.append(f"{split} counts {images} images but {originals} view "
+                            f"{record.ORIGINAL_VIEW} records")
+
+
 def check_on_disk(run_dir: str, stats: dict[str, Any]) -> dict[str, dict[str, int]]:
     """Refuse (UserError naming each difference) unless the files hold what the tallies say."""
     found, problems = on_disk(run_dir)
-    expected = {split: sum(stats["counts"].get(split, {}).values()) for split in record.SPLITS}
+    expected = expected_records(stats)
+    _images_match_originals(stats, problems)
     for fmt in ("tfrecord", "parquet"):
         for split in record.SPLITS:
             if found[fmt][split] != expected[split]:

@@ -2,6 +2,9 @@
 
     python benchmarks/audit_quality.py --cache=/tmp/audit_bench                 # 16k + 4k images
     python benchmarks/audit_quality.py --cache=/tmp/audit_bench --data=DIR      # an extracted run
+    python benchmarks/audit_quality.py --cache=/tmp/audit_bench --data=DIR --parts=sweep
+    python benchmarks/audit_quality.py --cache=/tmp/s --data=DIR --parts=search \
+        --sizes=0,300000 --lists_per_root=1 --threads=1
 
 Everything runs on the same transfer values (EfficientNet-Lite0, extracted once and cached):
 1. label noise: a seeded share (2 %, 5 %, 10 %) of train/validation labels flipped to another
@@ -10,9 +13,11 @@ Everything runs on the same transfer values (EfficientNet-Lite0, extracted once 
    scikit-learn LogisticRegression probabilities, same folds).  precision@K (K = flipped) and
    precision / recall of the flagged set.
 2. near duplicates: JPEG re-encodes of test images put in train and one-pixel upscales of train
-   images put in test (a second run); the tv-audit CLI on the union, its time and peak memory;
-   recall of the planted pairs and the share of reported pairs that were not planted; exact vs
-   IVF search time and IVF's neighbour recall.
+   images put in test (a second run).  `sweep`: both --duplicate_rule values side by side at
+   several thresholds (recall of the planted pairs, pairs reported, not planted, precision);
+   `duplicates`: the tv-audit CLI with each rule on the union, its time and peak memory.
+   `search`: exact vs IVF all-pairs search time and IVF's recall@10 at several sizes
+   (`--sizes=0,300000`: the collection, then jittered synthetic copies of it).
 3. accuracy: tv-train on 5 % noisy labels, then with --exclude of the audit's flagged
    train/validation rows, and on the clean labels.
 """
@@ -121,10 +126,18 @@ def timed(command: list[str]) -> tuple[float, float]:
     return sum(p * 60 ** i for i, p in enumerate(reversed(parts))), rss / 2 ** 20
 
 
-def duplicates(data: str, output: str, copies: int) -> dict:
+def _pair_scores(planted: set, reported: set) -> dict:
+    hits = len(reported & planted)
+    return {"recall": hits / len(planted), "reported": len(reported),
+            "not_planted": len(reported - planted), "precision": hits / max(1, len(reported))}
+
+
+def duplicates(data: str, output: str, copies: int, rule: str) -> dict:
+    """The tv-audit CLI with `rule` on the union (copies planted as a second run)."""
     pairs = audit_data.extract_copies(data, copies)
+    output = f"{output}-{rule}"
     seconds, gib = timed([sys.executable, "-m", "trainer.audit", f"--data={data}",
-                          f"--output={output}"])
+                          f"--output={output}", f"--duplicate_rule={rule}"])
     with open(os.path.join(output, "near_duplicates.csv")) as f:
         found = list(csv.DictReader(f))
     planted = {frozenset(p) for p in pairs}
@@ -132,49 +145,102 @@ def duplicates(data: str, output: str, copies: int) -> dict:
     hits = [reported[p] for p in planted if p in reported]
     with open(os.path.join(output, "summary.json")) as f:
         summary = json.load(f)
-    return {"planted": len(planted), "recall": len(hits) / len(planted),
+    return {"rule": rule, **_pair_scores(planted, set(reported)),
             "cross_split_flagged": sum(r["cross_split"] == "true" for r in hits) / len(planted),
-            "reported": len(reported),
-            "not_planted": sum(p not in planted for p in reported) / max(1, len(reported)),
             "examples": summary["examples"], "seconds": seconds, "peak_gib": gib,
             "stages": summary["seconds"]}
 
 
+SWEEP = {"similarity": (0.85, 0.88, 0.9, 0.93, 0.95, 0.97),
+         "standout": (0.2, 0.25, 0.3, 0.33, 0.36, 0.4, 0.5)}
+
+
 def duplicate_sweep(data: str, copies: int) -> list[dict]:
-    """Recall of the planted copies and reported pairs at several similarity thresholds."""
+    """Recall of the planted copies and pairs reported by each rule at several thresholds."""
     from trainer.audit.collection import load_collection
+    from trainer.audit.duplicates import near_duplicates
     from trainer.audit.findings import AuditConfig
     from trainer.audit.neighbours import nearest_neighbours
-    from trainer.audit.outliers import near_duplicates
 
     pairs = audit_data.extract_copies(data, copies)
     c = load_collection(data)
     neighbours = nearest_neighbours(c.transfer_values, AuditConfig().k)
     planted = {frozenset(p) for p in pairs}
     rows = []
-    for threshold in (0.85, 0.9, 0.93, 0.95, 0.97, 0.99):
-        found = near_duplicates(neighbours, c.uris, c.splits, threshold)
-        reported = {frozenset((c.uris[a], c.uris[b])) for a, b in zip(found.a, found.b)}
-        rows.append({"threshold": threshold, "recall": len(reported & planted) / len(planted),
-                     "reported": len(reported), "not_planted": len(reported - planted)})
+    for rule, thresholds in SWEEP.items():  # the pairs at a threshold ⊂ those at a lower one
+        start = time.perf_counter()
+        lowest = near_duplicates(c.transfer_values, neighbours, c.uris, c.splits, rule,
+                                 standout=min(thresholds), similarity=min(thresholds))
+        seconds = time.perf_counter() - start
+        evidence = lowest.standout if rule == "standout" else lowest.similarity
+        for threshold in thresholds:
+            keep = evidence >= threshold
+            reported = {frozenset((c.uris[a], c.uris[b]))
+                        for a, b in zip(lowest.a[keep], lowest.b[keep])}
+            rows.append({"rule": rule, "threshold": threshold,
+                         **_pair_scores(planted, reported), "seconds": seconds})
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
-def search_cost(data: str) -> dict:
+def jittered(vectors: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """n synthetic transfer values: real ones picked at random plus Gaussian noise at 30 % of
+    each dimension's spread, so the set keeps the real clusters (IVF's best case is structure,
+    its worst uniform noise) at sizes no extraction here reaches."""
+    from trainer.audit.neighbours import normalised
+
+    rng = np.random.default_rng(seed)
+    spread = vectors.std(axis=0) * 0.3
+    out = np.empty((n, vectors.shape[1]), np.float32)
+    for start in range(0, n, 50_000):
+        rows = rng.integers(0, len(vectors), min(50_000, n - start))
+        noise = rng.standard_normal((len(rows), vectors.shape[1]), np.float32)
+        out[start:start + len(rows)] = vectors[rows] + noise * spread
+    return normalised(out)
+
+
+def search_scaling(data: str, sizes: list[int], lists_per_root: list[float],
+                   nprobes=(4, 8, 16, 32, 64), queries: int = 2000, k: int = 10,
+                   threads: int = 0) -> list[dict]:
+    """Exact vs IVF all-pairs search time (extrapolated from `queries` random queries: the
+    cost per query is constant) and IVF's recall of the exact top-k, at several sizes (0: the
+    collection itself; others: `jittered` copies of it)."""
+    import faiss
+
     from trainer.audit.collection import load_collection
     from trainer.audit.neighbours import build_index, normalised
 
-    vectors = normalised(load_collection(data).transfer_values)
-    result = {}
-    for name, limit in (("flat", len(vectors)), ("ivf", 0)):
+    if threads:  # one thread: the work compared, not how a busy machine schedules OpenMP
+        faiss.omp_set_num_threads(threads)
+    real = normalised(load_collection(data).transfer_values)
+    rows = []
+    for n in sizes:
+        vectors = real if n in (0, len(real)) else jittered(real, n)
+        n = len(vectors)
+        asked = vectors[np.random.default_rng(1).choice(n, min(queries, n), replace=False)]
+        scale = n / len(asked)
         start = time.perf_counter()
-        index = build_index(vectors, exact_limit=limit)
-        _, found = index.search(vectors, 11)
-        result[f"{name}_s"] = time.perf_counter() - start
-        result[name] = found
-    overlap = [len(set(a) & set(b)) / 11 for a, b in zip(result["flat"], result["ivf"])]
-    return {"flat_s": result["flat_s"], "ivf_s": result["ivf_s"],
-            "ivf_recall@10": float(np.mean(overlap)), "n": len(vectors)}
+        flat = faiss.IndexFlatIP(vectors.shape[1])
+        flat.add(vectors)
+        _, truth = flat.search(asked, k + 1)
+        row: dict = {"n": n, "exact_s": (time.perf_counter() - start) * scale}
+        del flat
+        for factor in lists_per_root:
+            start = time.perf_counter()
+            ivf = build_index(vectors, exact_limit=0, lists_per_root=factor)
+            built = time.perf_counter() - start
+            row[f"ivf {ivf.nlist} lists build_s"] = built
+            for nprobe in nprobes:
+                ivf.nprobe = nprobe
+                start = time.perf_counter()
+                _, found = ivf.search(asked, k + 1)
+                recall = np.mean([len(set(a) & set(b)) / (k + 1) for a, b in zip(truth, found)])
+                row[f"ivf {ivf.nlist} nprobe={nprobe}"] = {
+                    "s": built + (time.perf_counter() - start) * scale, "recall@k": recall}
+            del ivf
+        print(json.dumps(row, default=float), flush=True)
+        rows.append(row)
+    return rows
 
 
 def accuracy(data: str, cache: str, share: float, seed: int) -> dict:
@@ -218,15 +284,27 @@ def main() -> None:
     parser.add_argument("--no_baseline", action="store_true",
                         help="skip the slow LogisticRegression baseline (~400 s per level here)")
     parser.add_argument("--parts", default="duplicates,labels,accuracy,search")
+    parser.add_argument("--sizes", default="0",
+                        help="search part: sizes (0: the collection; others synthetic)")
+    parser.add_argument("--lists_per_root", default="4",
+                        help="search part: IVF cells per √N to compare")
+    parser.add_argument("--queries", type=int, default=2000,
+                        help="search part: queries timed (exact search extrapolated from them)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="search part: faiss threads (0: all cores)")
     args = parser.parse_args()
     data = args.data or audit_data.extract(args.cache, args.train, args.test)
     parts = args.parts.split(",")
+    os.makedirs(args.cache, exist_ok=True)
     report: dict[str, object] = {}
     steps = {
         "labels": lambda: label_noise(data, [float(x) for x in args.noise.split(",")],
                                       args.seed, not args.no_baseline),
-        "duplicates": lambda: duplicates(data, os.path.join(args.cache, "audit"), args.copies),
-        "search": lambda: search_cost(data),
+        "duplicates": lambda: [duplicates(data, os.path.join(args.cache, "audit"), args.copies,
+                                          rule) for rule in ("similarity", "standout")],
+        "search": lambda: search_scaling(data, [int(n) for n in args.sizes.split(",")],
+                                         [float(x) for x in args.lists_per_root.split(",")],
+                                         queries=args.queries, threads=args.threads),
         "sweep": lambda: duplicate_sweep(data, args.copies),
         "accuracy": lambda: accuracy(data, args.cache, 0.05, args.seed),
     }

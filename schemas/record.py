@@ -12,7 +12,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the `view` field (cached augmented views); v1 records read as view 0
+READABLE_SCHEMA_VERSIONS = (1, SCHEMA_VERSION)  # what readers accept: v1 lacks only `view`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Field:
     name: str
     kind: str  # "bytes" | "int64" | "float32_vector"
     description: str
+    default: Any = None  # what a record (or a shard written before the field existed) lacking it holds
 
 
 IMAGE_ID = "image_id"
@@ -29,6 +31,9 @@ LABEL_ID = "label_id"
 SPLIT = "split"
 TRANSFER_VALUES = "transfer_values"
 BACKBONE = "backbone"
+VIEW = "view"
+ORIGINAL_VIEW = 0  # the image itself; 1..K are its cached augmented views (train split only)
+MIRROR_VIEW = -1  # the image mirrored left-right, for test-time augmentation (every split)
 
 FIELDS: tuple[Field, ...] = (
     Field(IMAGE_ID, "bytes", "SHA-256 hex of the encoded image bytes; dedup and incremental key"),
@@ -38,6 +43,8 @@ FIELDS: tuple[Field, ...] = (
     Field(SPLIT, "bytes", "train / validation / test"),
     Field(TRANSFER_VALUES, "float32_vector", "the backbone's pooled features, length fixed per backbone"),
     Field(BACKBONE, "bytes", "backbone fingerprint: name, weights hash, input size, preprocessing"),
+    Field(VIEW, "int64", "0: the image itself; 1..K: its cached augmented views (train only); "
+          "-1: its left-right mirror, for test-time augmentation", default=ORIGINAL_VIEW),
 )
 
 SPLITS = ("train", "validation", "test")
@@ -58,10 +65,17 @@ def tf_feature_spec(feature_dim: int) -> dict[str, Any]:
         if field.kind == "bytes":
             spec[field.name] = tf.io.FixedLenFeature([], tf.string)
         elif field.kind == "int64":
-            spec[field.name] = tf.io.FixedLenFeature([], tf.int64)
+            spec[field.name] = tf.io.FixedLenFeature([], tf.int64, default_value=field.default)
         else:
             spec[field.name] = tf.io.FixedLenFeature([feature_dim], tf.float32)
     return spec
+
+
+def value_of(record: Mapping[str, Any], field: Field) -> Any:
+    """A record's value of `field`; the field's default when the record predates it."""
+    if field.default is not None:
+        return record.get(field.name, field.default)
+    return record[field.name]
 
 
 def _as_bytes(value: Any) -> bytes:
@@ -74,7 +88,7 @@ def to_tf_example(record: Mapping[str, Any]) -> bytes:
 
     features = {}
     for field in FIELDS:
-        value = record[field.name]
+        value = value_of(record, field)
         if field.kind == "bytes":
             features[field.name] = feature_pb2.Feature(
                 bytes_list=feature_pb2.BytesList(value=[_as_bytes(value)]))
@@ -95,6 +109,9 @@ def parse_tf_example(serialized: bytes) -> dict[str, Any]:
     example = example_pb2.Example.FromString(serialized)
     out: dict[str, Any] = {}
     for field in FIELDS:
+        if field.default is not None and field.name not in example.features.feature:
+            out[field.name] = field.default
+            continue
         feature = example.features.feature[field.name]
         if field.kind == "bytes":
             out[field.name] = feature.bytes_list.value[0].decode("utf-8")
@@ -127,7 +144,7 @@ def to_arrow_row(record: Mapping[str, Any]) -> dict[str, Any]:
     """Plain Python values in the Arrow schema's order, as Beam's Parquet sink expects."""
     row: dict[str, Any] = {}
     for field in FIELDS:
-        value = record[field.name]
+        value = value_of(record, field)
         if field.kind == "bytes":
             row[field.name] = value.decode("utf-8") if isinstance(value, bytes) else str(value)
         elif field.kind == "int64":
@@ -153,9 +170,9 @@ def to_record_batch(records: Sequence[Mapping[str, Any]], feature_dim: int):
     columns = []
     for field in FIELDS:
         if field.kind == "bytes":
-            columns.append(pa.array([_as_text(r[field.name]) for r in records], pa.string()))
+            columns.append(pa.array([_as_text(value_of(r, field)) for r in records], pa.string()))
         elif field.kind == "int64":
-            columns.append(pa.array([int(r[field.name]) for r in records], pa.int64()))
+            columns.append(pa.array([int(value_of(r, field)) for r in records], pa.int64()))
         else:
             columns.append(pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()),
                                                              feature_dim))
@@ -197,7 +214,8 @@ def to_tf_examples(batch) -> list[bytes]:
 
 
 def from_arrow_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(row)
+    out = {field.name: field.default for field in FIELDS if field.default is not None}
+    out.update(row)
     out[TRANSFER_VALUES] = np.asarray(row[TRANSFER_VALUES], np.float32)
     return out
 

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
 
 from beam_jobs.cli import main
@@ -60,6 +61,8 @@ def test_copies_across_splits_are_found_and_flagged(audited):
     for original, copy in planted.copies:
         row = pairs[(copy, original)]  # the test image is kept, the train copy is `b`
         assert row["cross_split"] == "true" and float(row["similarity"]) > 0.99
+        assert float(row["standout"]) >= summary["near_duplicates"]["threshold"]
+    assert summary["near_duplicates"]["rule"] == "standout"
     first_original, first_copy = planted.copies[0]
     assert pairs[(first_copy, first_original)]["label_mismatch"] == "true"
     assert summary["near_duplicates"]["cross_split"] >= len(planted.copies)
@@ -146,3 +149,62 @@ def test_help_ends_with_a_worked_example_including_exclude(capsys):
     assert exit_.value.code == 0
     example = capsys.readouterr().out.split("example:")[1]
     assert "tv-audit --data=" in example and "--exclude=" in example
+
+
+def test_only_the_original_view_of_each_image_is_audited(tmp_path):
+    import numpy as np
+
+    from schemas import record
+    from trainer.audit.collection import load_collection
+
+    rows = af._rows("r", {"train": 4, "test": 2}, "fake@1/16px/32d", af.CLASSES, seed=0)
+    views = [dict(row, **{record.VIEW: view,
+                          record.TRANSFER_VALUES: row[record.TRANSFER_VALUES] + view + 5.0})
+             for row in rows if row[record.SPLIT] == "train" for view in (1, 2, record.MIRROR_VIEW)]
+    af.write_parquet_run(str(tmp_path), "20240101T000000-a", rows + views, "fake@1/16px/32d")
+    collection = load_collection(str(tmp_path))
+    assert sorted(collection.uris) == sorted(row[record.URI] for row in rows)
+    originals = {row[record.URI]: row[record.TRANSFER_VALUES] for row in rows}
+    for uri, values in zip(collection.uris, collection.transfer_values):
+        np.testing.assert_allclose(values, originals[uri])
+
+
+def _look_alikes_and_copies(seed: int = 0):
+    """200 images in 64-d: a crowd of 100 look-alikes and 95 others; 5 of the others have a
+    copy with small noise, less similar to its original than many look-alikes are."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    crowd = rng.normal(0, 1.0, 64) + rng.normal(0, 0.05, (100, 64))  # cosine ≈ 0.997
+    spread = rng.normal(0, 1.0, (95, 64))
+    copies = spread[:5] + rng.normal(0, 0.2, (5, 64))  # cosine ≈ 0.98 to the original
+    values = np.concatenate([crowd, spread, copies]).astype(np.float32)
+    uris = np.asarray([f"img{i:03d}" for i in range(len(values))], object)
+    splits = np.asarray(["train"] * 195 + ["test"] * 5, object)
+    return values, uris, splits, {frozenset((f"img{100 + i:03d}", f"img{195 + i:03d}"))
+                                  for i in range(5)}
+
+
+@pytest.mark.parametrize("exact_limit", [None, 50])  # 50: the IVF index on 200 vectors
+def test_standout_rule_finds_copies_that_a_similarity_threshold_buries(exact_limit):
+    from trainer.audit.duplicates import near_duplicates
+    from trainer.audit.neighbours import nearest_neighbours
+
+    values, uris, splits, planted = _look_alikes_and_copies()
+    neighbours = nearest_neighbours(values, 10)
+    standout = near_duplicates(values, neighbours, uris, splits, "standout", standout=1.0,
+                               exact_limit=exact_limit)  # the default is set on real values
+    found = {frozenset((uris[a], uris[b])) for a, b in zip(standout.a, standout.b)}
+    assert found == planted
+    assert all(splits[a] == "test" for a in standout.a)  # the test image is kept
+    copy_similarity = float(standout.similarity.min())
+    threshold = near_duplicates(values, neighbours, uris, splits, "similarity",
+                                similarity=copy_similarity)
+    assert len(threshold.a) > 5 * len(planted)  # the crowd's pairs come first
+    assert all(np.isnan(threshold.standout))
+
+
+def test_bad_duplicate_rule_exits_2(tmp_path, capsys):
+    code = main(audit.run, ["--data", str(tmp_path), "--output", str(tmp_path / "o"),
+                            "--duplicate_rule=fuzzy"])
+    assert code == 2 and "--duplicate_rule" in capsys.readouterr().err

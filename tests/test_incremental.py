@@ -78,3 +78,19 @@ def test_relabelled_image_is_extracted_again_and_its_newest_label_wins_once(
     assert len(seen) == 18
     assert [label for uri, label in seen.items() if uri.endswith("moved.png")] == ["dog"]
     assert not [uri for uri in seen if uri.endswith(os.path.join("cat", "0003.png"))]
+
+
+def test_known_images_are_read_from_view_0_rows_and_from_shards_without_views(tmp_path):
+    import pyarrow as pa
+
+    from beam_jobs import incremental
+
+    ids, labels = ["a", "a", "a", "b", "b"], ["cat", "cat", "cat", "dog", "dog"]
+    with_views = str(tmp_path / "views.parquet")
+    pq.write_table(pa.table({record.IMAGE_ID: ids, record.LABEL: labels,
+                             record.VIEW: [0, 1, -1, -1, 0]}), with_views)
+    assert list(incremental.image_labels(with_views)) == [("a", "cat"), ("b", "dog")]
+    before_views = str(tmp_path / "v1.parquet")  # schema version 1 wrote no view column
+    pq.write_table(pa.table({record.IMAGE_ID: ["a", "b"], record.LABEL: ["cat", "dog"]}),
+                   before_views)
+    assert list(incremental.image_labels(before_views)) == [("a", "cat"), ("b", "dog")]

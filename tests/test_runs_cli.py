@@ -90,3 +90,18 @@ def test_bad_age_exits_2_with_one_sentence(tmp_path, capsys):
     os.makedirs(tmp_path / "out")
     assert main(runs_cli.run, ["gc", f"--output={tmp_path / 'out'}", "--older_than=soon"]) == 2
     assert "is not an age like" in capsys.readouterr().err
+
+
+def test_list_shows_the_views_a_run_holds_besides_its_images(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    fx.write_run(out, "20260101T000000Z-aaaaaa")
+    fx.write_run(out, "20260102T000000Z-bbbbbb", augment_views=2, mirror=True)
+    listed = {e.name: e for e in runs_cli.run(["list", f"--output={out}"])}
+    plain, viewed = listed["20260101T000000Z-aaaaaa"], listed["20260102T000000Z-bbbbbb"]
+    assert plain.views == 0 and viewed.images == plain.images
+    images = fx.PER_CLASS
+    assert viewed.views == len(fx.CLASSES) * (3 * images["train"] + images["validation"]
+                                             + images["test"])
+    table = capsys.readouterr().out.splitlines()
+    assert "VIEWS" in table[0]
+    assert f" {viewed.views} " in next(line for line in table if viewed.name in line)

@@ -16,7 +16,14 @@ def _record(i: int) -> dict:
     return {record.IMAGE_ID: f"{i:064x}", record.URI: f"gs://bucket/img-{i}.jpg",
             record.LABEL: f"class-{i % 2}", record.LABEL_ID: i % 2, record.SPLIT: "train",
             record.TRANSFER_VALUES: np.arange(DIM, dtype=np.float32) * (i + 0.5),
-            record.BACKBONE: "tiny@1/16px/5d"}
+            record.BACKBONE: "tiny@1/16px/5d", record.VIEW: i % 3 - 1}
+
+
+def _record_v1(i: int) -> dict:
+    """A record as schema version 1 wrote it: no `view` field."""
+    old = _record(i)
+    del old[record.VIEW]
+    return old
 
 
 def _assert_same(got: dict, want: dict) -> None:
@@ -40,6 +47,27 @@ def test_tfrecord_round_trip_through_parse_example(tmp_path):
                for k, v in batch.items()}
         got[record.LABEL_ID] = int(got[record.LABEL_ID])
         _assert_same(got, _record(i))
+
+
+def test_records_without_a_view_read_as_the_original_image(tmp_path):
+    path = str(tmp_path / "v1.tfrecord.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        writer.write(_without_view_feature(schemas.to_tf_example(_record_v1(4))))
+    parsed = next(iter(tf.data.TFRecordDataset(path, compression_type="GZIP").batch(1).map(
+        lambda x: tf.io.parse_example(x, schemas.tf_feature_spec(DIM)))))
+    assert int(parsed[record.VIEW][0]) == record.ORIGINAL_VIEW
+    python_parsed = schemas.parse_tf_example(_without_view_feature(
+        schemas.to_tf_example(_record_v1(4))))
+    assert python_parsed[record.VIEW] == record.ORIGINAL_VIEW
+    assert schemas.from_arrow_row(record.to_arrow_row(_record_v1(4)))[record.VIEW] == 0
+
+
+def _without_view_feature(serialized: bytes) -> bytes:
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example.FromString(serialized)
+    del example.features.feature[record.VIEW]
+    return example.SerializeToString()
 
 
 def test_python_parser_inverts_to_tf_example():

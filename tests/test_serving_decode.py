@@ -208,5 +208,5 @@ def test_export_writes_preprocessing_json_beside_labels(exported):
         export.KEY_IMAGE_SIZE: SIZE, export.KEY_RESIZE_POLICY: imaging.RESIZE_POLICY,
         export.KEY_JPEG_FACTOR: imaging.DRAFT_FACTOR,
         export.KEY_PIXELS_SIGNATURE: export.PIXELS_SIGNATURE,
-        export.KEY_PIXELS_INPUT: export.PIXELS_INPUT}
+        export.KEY_PIXELS_INPUT: export.PIXELS_INPUT, export.KEY_TTA: False}
     assert os.path.exists(os.path.join(model_dir, export.LABELS_FILE))

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -22,8 +23,8 @@ from trainer.config import TrainConfig
 from trainer.data import feature_moments, open_training_data
 from trainer.heads import build_model
 
-CLI_FLAGS = ["--epochs", "10", "--patience", "4", "--batch_size", "32",
-             "--learning_rate", "0.05", "--seed", "5"]
+CLI_FLAGS = ["--head", "softmax", "--label_smoothing", "0", "--epochs", "10", "--patience", "4",
+             "--batch_size", "32", "--learning_rate", "0.05", "--seed", "5"]
 
 # Runs in a fresh interpreter, isolated (-I) in a folder without our packages.
 FRESH_CLIENT = """
@@ -139,3 +140,37 @@ def test_tv_predict_missing_image_or_model_exits_2(model_dir, images, tmp_path, 
     assert main(predict.run, ["--model", str(tmp_path / "no_model"), images[0]]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+
+
+def test_tta_export_serves_the_mean_over_each_image_and_its_mirror(trained, images, tmp_path):
+    """With --tta the graph averages the head over view 0 and view -1 (np.fliplr of the S×S
+    input the backbone gets, as the extract job mirrors); without, it is the plain export."""
+    data, model_dir = trained
+    training_data = open_training_data(data)
+    backbone = backbones.load(training_data.backbone_handle)
+    head = keras.models.load_model(os.path.join(model_dir, train.HEAD_FILE), compile=False)
+    served = {}
+    for tta in (False, True):
+        export_dir = export.export_serving(
+            head, backbone, training_data.labels, str(tmp_path / f"tta_{tta}" / "serving"),
+            resize_policy=training_data.resize_policy, jpeg_factor=training_data.jpeg_factor,
+            tta=tta)
+        with open(tmp_path / f"tta_{tta}" / export.PREPROCESSING_FILE) as f:
+            assert json.load(f)[export.KEY_TTA] is tta
+        signatures = tf.saved_model.load(export_dir).signatures
+        encoded = tf.constant([open(path, "rb").read() for path in images])
+        served[tta] = (signatures["serving_default"](image_bytes=encoded),
+                       signatures[export.FEATURES_SIGNATURE](image_bytes=encoded))
+    squares = np.stack([resize_to_square(tf.io.decode_image(open(p, "rb").read(), channels=3),
+                                         backbone.image_size).numpy() for p in images])
+    view_0, mirror = backbone(squares), backbone(squares[:, :, ::-1])
+    plain = head.predict_on_batch(view_0)
+    np.testing.assert_allclose(served[True][0]["probabilities"],
+                               (plain + head.predict_on_batch(mirror)) / 2, atol=1e-5)
+    np.testing.assert_allclose(served[False][0]["probabilities"], plain, atol=1e-5)
+    np.testing.assert_allclose(served[False][0]["probabilities"],
+                               _in_process_probabilities(data, model_dir, images), atol=1e-5)
+    assert not np.allclose(served[True][0]["probabilities"], plain, atol=1e-5)
+    for output in (export.OUTPUT_TRANSFER_VALUES, export.OUTPUT_HEAD_INPUT):
+        np.testing.assert_array_equal(served[True][1][output], served[False][1][output])
+    np.testing.assert_allclose(served[True][1][export.OUTPUT_TRANSFER_VALUES], view_0, atol=1e-5)

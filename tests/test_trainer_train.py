@@ -163,6 +163,9 @@ def test_cli_flags_reach_the_config():
     config = train_module.config_from_args(args)
     assert (config.input_format, config.class_weights, config.label_smoothing, config.head,
             config.top_k) == ("parquet", "balanced", 0.1, "hidden", 3)
+    assert config.tta is False
+    tta_args = train_module.parse_args(["--data", "d", "--model_dir", "m", "--tta"])
+    assert train_module.config_from_args(tta_args).tta is True
 
 
 def test_cli_unknown_format_exits_2(tmp_path, capsys):

@@ -86,3 +86,25 @@ def test_record_cut_short_is_reported_not_counted(tmp_path):
         f.write((100).to_bytes(8, "little") + b"\0" * 4 + b"x" * 10)
     with pytest.raises(ValueError, match="cut short"):
         verify.tfrecord_records(str(path))
+
+
+def test_missing_shard_of_a_run_with_views_refuses_the_commit(tmp_path, tiny_backbone,
+                                                              monkeypatch):
+    write_idx(str(tmp_path / "idx"), {"train": 20, "t10k": 6})
+    _drop_after_pipeline(monkeypatch, lambda run_dir: os.remove(
+        _first(run_dir, "test-*.tfrecord.gz")))
+    with pytest.raises(UserError, match=r"test tfrecord shards hold 0 records, the tallies 12"):
+        extract.run(_argv(tmp_path, tiny_backbone) + ["--augment_views=1", "--mirror_views"])
+    assert runs.committed_runs(str(tmp_path / "out")) == []
+
+
+def test_tallies_of_images_and_views_expect_every_record():
+    tallies = {"counts": {"train": {"a": 3, "b": 2}, "test": {"a": 1}},
+               "view_counts": {"train": {"-1": 5, "0": 5, "1": 5}, "test": {"-1": 1, "0": 1}}}
+    assert verify.expected_records(tallies) == {"train": 15, "validation": 0, "test": 2}
+    del tallies["view_counts"]  # written before views existed: the images are the records
+    assert verify.expected_records(tallies) == {"train": 5, "validation": 0, "test": 1}
+    problems: list[str] = []
+    verify._images_match_originals({"counts": {"train": {"a": 3}},
+                                    "view_counts": {"train": {"0": 2, "1": 3}}}, problems)
+    assert problems == ["train counts 3 images but 2 view 0 records"]

@@ -3,7 +3,8 @@
 Shards are read straight from the run folders (any filesystem TensorFlow reads, `gs://`
 included), interleaved, parsed a thousand records per vectorised op, kept in memory when the
 split fits (so only the first epoch pays for GZIP and protobuf), shuffled for training and
-batched.  Labels are mapped by *name* through the
+batched.  Runs with cached views give training one view per image per epoch, drawn after the
+cache, and evaluation view 0 (trainer.views).  Labels are mapped by *name* through the
 union vocabulary: a record's `label_id` indexes its own run's labels.txt, and two runs may
 disagree on it.
 """
@@ -11,7 +12,7 @@ disagree on it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -22,10 +23,11 @@ from schemas import record, tf_feature_spec
 from trainer.config import PARQUET, TFRECORD, TrainConfig
 from trainer.parquet_input import parquet_rows
 from trainer.union import NONE, Superseded, excluded_records, newest_wins, superseded_filter
+from trainer.views import N_VIEWS, has_views, one_view_per_image, view_gaps, views_per_image
 
 TRAIN, VALIDATION, TEST = record.SPLITS
 _MAX_CYCLE = 8  # shards read at once; fixed so the interleaved order does not depend on cores
-_PARSE_BATCH = 1024  # records parsed per vectorised parse_example call
+PARSE_BATCH = 1024  # records parsed per vectorised parse_example call
 _CACHE_BYTES = 2 << 30  # a split whose transfer values fit is parsed once and kept in memory
 
 
@@ -40,6 +42,7 @@ class TrainingData:
     backbone_handle: str  # what `beam_jobs.backbones.load` takes to get the same backbone back
     superseded: Superseded = NONE  # older copies of an image_id a newer run holds (trainer.union)
     excluded: Mapping[str, int] = dataclasses.field(default_factory=dict)  # --exclude, per split
+    missing_views: tuple[str, ...] = ()  # `<image_id>|<slot>` train views lost (trainer.views)
 
     @property
     def num_classes(self) -> int:
@@ -87,7 +90,12 @@ def _jpeg_factor(run: Run) -> int:
 def open_training_data(data: str) -> TrainingData:
     """Resolve `--data` to committed runs and refuse a union a model could not be trained on."""
     runs = tuple(resolve_runs(data))
-    return dataclasses.replace(check_runs(runs, data), superseded=newest_wins(runs))
+    training_data, superseded = check_runs(runs, data), newest_wins(runs)
+    gaps = view_gaps(runs, set(superseded.keys))
+    if gaps.orphans:  # views whose image was lost: skipped like superseded records
+        superseded = dataclasses.replace(superseded, keys=superseded.keys + gaps.orphans)
+    return dataclasses.replace(training_data, superseded=superseded,
+                               missing_views=gaps.missing)
 
 
 def exclude_images(training_data: TrainingData, identifiers: set[str],
@@ -150,37 +158,51 @@ def label_table(labels: Sequence[str]) -> tf.lookup.StaticHashTable:
     return tf.lookup.StaticHashTable(initializer, default_value=-1)
 
 
-def _records(files: Sequence[str], count: int, config: TrainConfig, feature_dim: int,
-             drop_superseded=None) -> tf.data.Dataset:
+def _shards(training_data: TrainingData, split: str, fmt: str) -> tuple[list[str], list[int]]:
+    """A split's shards, and for each the number of views its run holds per image."""
+    pairs = [(shard, views_per_image(run, split)) for run in training_data.runs
+             for shard in run.shards(split, fmt)]
+    return [shard for shard, _ in pairs], [n for _, n in pairs]
+
+
+def _records(files: Sequence[str], n_views: Optional[Sequence[int]], count: Optional[int],
+             config: TrainConfig, feature_dim: int, drop_superseded=None) -> tf.data.Dataset:
     """The records of the given shards, interleaved (serialized Examples, or Parquet row
-    dicts); `count` is the manifests' total.
+    dicts), each paired with its image's number of views when `n_views` is given; `count` is
+    the manifests' total (None when views make records outnumber images).
 
     Declaring the count lets Keras know the epoch length up front (no "ran out of data"
     guess on the first epoch) and fails loudly if the shards disagree with their manifests.
     """
     deterministic = config.seed is not None
-    files_ds = tf.data.Dataset.from_tensor_slices(list(files))
-    if config.input_format == PARQUET:
-        def reader(path):
-            return parquet_rows(path, feature_dim)
-    else:
-        def reader(path):
-            records = tf.data.TFRecordDataset(path, compression_type="GZIP")
-            return drop_superseded(records, path) if drop_superseded else records
+    files_ds = tf.data.Dataset.from_tensor_slices(
+        list(files) if n_views is None else (list(files), list(n_views)))
+
+    def reader(path, views=None):
+        if config.input_format == PARQUET:
+            records = parquet_rows(path, feature_dim)
+            return records if views is None else records.map(lambda row: {**row, N_VIEWS: views})
+        records = tf.data.TFRecordDataset(path, compression_type="GZIP")
+        records = drop_superseded(records, path) if drop_superseded else records
+        return records if views is None else records.map(lambda serialized: (serialized, views))
+
     records = files_ds.interleave(
         reader, cycle_length=min(len(files), _MAX_CYCLE), num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic).apply(tf.data.experimental.assert_cardinality(count))
-    return records
+        deterministic=deterministic)
+    return records if count is None else records.apply(
+        tf.data.experimental.assert_cardinality(count))
 
 
-def _parser(training_data: TrainingData, with_uri: bool, transform=None):
+def _parser(training_data: TrainingData, with_uri: bool, transform=None, with_views=False):
     """A batch of records → (transfer_values, label_id[, uri]), the values transformed by the
-    run's tensorflow-transform graph when there is one (see trainer.transform)."""
+    run's tensorflow-transform graph when there is one (see trainer.transform); `with_views`:
+    a dict of those and image_id, view and n_views instead, for picking views."""
     spec = tf_feature_spec(training_data.feature_dim)
-    keys = (record.TRANSFER_VALUES, record.LABEL) + ((record.URI,) if with_uri else ())
+    keys = ((record.TRANSFER_VALUES, record.LABEL) + ((record.URI,) if with_uri else ())
+            + ((record.IMAGE_ID, record.VIEW) if with_views else ()))
     table = label_table(training_data.labels)
 
-    def parse(batch):
+    def parse(batch, n_views=None):
         if isinstance(batch, dict):  # Parquet rows arrive already parsed
             parsed = batch
         else:
@@ -192,6 +214,10 @@ def _parser(training_data: TrainingData, with_uri: bool, transform=None):
         features = parsed[record.TRANSFER_VALUES]
         if transform is not None:
             features = transform(features)
+        if with_views:
+            return {**{key: parsed[key] for key in keys if key != record.LABEL},
+                    record.TRANSFER_VALUES: features, record.LABEL_ID: label_id,
+                    N_VIEWS: parsed[N_VIEWS] if n_views is None else n_views}
         if with_uri:
             return features, label_id, parsed[record.URI]
         return features, label_id
@@ -199,18 +225,50 @@ def _parser(training_data: TrainingData, with_uri: bool, transform=None):
     return parse
 
 
-def _parsed(training_data: TrainingData, split: str, config: TrainConfig, training: bool,
-            with_uri: bool, transform) -> tf.data.Dataset:
+def parsed_rows(training_data: TrainingData, split: str, config: TrainConfig, with_uri: bool,
+                transform, with_views: bool) -> tf.data.Dataset:
+    """Parsed rows of a split, in file order: tuples, or with views the dicts of `_parser`."""
     count = sum(training_data.counts(split).values())
-    shards = training_data.shards(split, config.input_format)
-    records = _records(shards, count, config, training_data.feature_dim,
+    shards, n_views = _shards(training_data, split, config.input_format)
+    records = _records(shards, n_views if with_views else None, None if with_views else count,
+                       config, training_data.feature_dim,
                        superseded_filter(training_data.superseded, config.input_format))
-    rows = (records.batch(_PARSE_BATCH)
-            .map(_parser(training_data, with_uri, transform), num_parallel_calls=tf.data.AUTOTUNE,
-                 deterministic=config.seed is not None)
-            .unbatch().apply(tf.data.experimental.assert_cardinality(count)))
-    if count * training_data.feature_dim * 4 <= _CACHE_BYTES:
+    rows = (records.batch(PARSE_BATCH)
+            .map(_parser(training_data, with_uri, transform, with_views),
+                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=config.seed is not None)
+            .unbatch())
+    return rows if with_views else rows.apply(tf.data.experimental.assert_cardinality(count))
+
+
+def _as_tuple(with_uri: bool, tta: bool = False):
+    keys = ((record.TRANSFER_VALUES, record.LABEL_ID) + ((record.URI,) if with_uri else ())
+            + ((record.IMAGE_ID, record.VIEW) if tta else ()))
+    return lambda row: tuple(row[key] for key in keys)
+
+
+def _parsed(training_data: TrainingData, split: str, config: TrainConfig, training: bool,
+            with_uri: bool, transform, views: Sequence[int] = (record.ORIGINAL_VIEW,)
+            ) -> tf.data.Dataset:
+    """Training: one view per image per epoch, shuffled; otherwise the `views` of each image
+    in file order.  Either way the split is cached when it fits, views and all."""
+    count = sum(training_data.counts(split).values())
+    with_views = has_views(training_data.runs, split)
+    rows = parsed_rows(training_data, split, config, with_uri, transform, with_views)
+    cached = count
+    if with_views and training:
+        cached = sum(run.count(split) * views_per_image(run, split) for run in training_data.runs)
+    elif with_views:  # keep only the views evaluated, before the cache
+        wanted = tf.constant(list(views), tf.int64)
+        rows = rows.filter(lambda row: tf.reduce_any(tf.equal(row[record.VIEW], wanted)))
+        cached = count * len(views)
+    if cached * training_data.feature_dim * 4 <= _CACHE_BYTES:
         rows = rows.cache()  # parsed once: later epochs read memory, not GZIP + protobuf
+    if with_views:
+        if training:
+            rows = one_view_per_image(rows, config.seed, training_data.missing_views)
+        rows = rows.map(_as_tuple(with_uri, tta=len(views) > 1))
+        if len(views) == 1:  # a lost mirror leaves TTA's count open
+            rows = rows.apply(tf.data.experimental.assert_cardinality(count))
     if training:
         rows = rows.shuffle(config.shuffle_buffer, seed=config.seed,
                             reshuffle_each_iteration=True)
@@ -221,28 +279,37 @@ def dataset(training_data: TrainingData, split: str, config: TrainConfig, *,
             training: bool = False, transform=None) -> tf.data.Dataset:
     """(transfer_values float32[B, D], label_id int64[B]) batches of one split, for Keras.
 
-    `training=True` shuffles (seeded by `config.seed`, reshuffled every epoch); `transform`
-    (a `trainer.transform.TransferValueTransform`) is applied to the values when given.
+    `training=True` shuffles (seeded by `config.seed`, reshuffled every epoch) and presents
+    one view of each image per epoch (trainer.views); otherwise only view 0 is read.
+    `transform` (a `trainer.transform.TransferValueTransform`) is applied when given.
     """
     return _parsed(training_data, split, config, training, False, transform)
 
 
 def evaluation_dataset(training_data: TrainingData, split: str, config: TrainConfig,
-                       transform=None) -> tf.data.Dataset:
-    """(transfer_values, label_id, uri) batches in file order, so mistakes can be reported."""
-    return _parsed(training_data, split, config, False, True, transform)
+                       transform=None, *, tta: bool = False) -> tf.data.Dataset:
+    """(transfer_values, label_id, uri) batches of view 0 in file order, so mistakes can be
+    reported; `tta=True`: views 0 and -1, as (transfer_values, label_id, uri, image_id, view)."""
+    views = (record.ORIGINAL_VIEW, record.MIRROR_VIEW) if tta else (record.ORIGINAL_VIEW,)
+    return _parsed(training_data, split, config, False, True, transform, views)
 
 
 def feature_moments(training_data: TrainingData,
                     config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and variance of the train split, streamed once.
+    """Per-feature mean and variance of the train split (view 0), streamed once."""
+    batches = (features for features, _ in dataset(training_data, TRAIN, config)
+               .as_numpy_iterator())
+    return merged_moments(batches, training_data.feature_dim)
 
-    Batch moments are merged with Chan et al.'s update, which stays accurate in float64 even
-    where a feature's mean is large against its spread (a plain sum of squares would cancel).
-    """
-    count, mean = 0, np.zeros(training_data.feature_dim, np.float64)
-    sum_sq_dev = np.zeros(training_data.feature_dim, np.float64)
-    for features, _ in dataset(training_data, TRAIN, config).as_numpy_iterator():
+
+def merged_moments(batches: Iterable[np.ndarray],
+                   feature_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance over batches, merged with Chan et al.'s update, which stays accurate
+    in float64 even where a feature's mean is large against its spread (a plain sum of squares
+    would cancel)."""
+    count, mean = 0, np.zeros(feature_dim, np.float64)
+    sum_sq_dev = np.zeros(feature_dim, np.float64)
+    for features in batches:
         batch = features.astype(np.float64)
         n, batch_mean = batch.shape[0], batch.mean(axis=0)
         delta = batch_mean - mean
@@ -252,3 +319,7 @@ def feature_moments(training_data: TrainingData,
                        + np.square(delta) * (count * n / total))
         count = total
     return mean.astype(np.float32), (sum_sq_dev / count).astype(np.float32)
+
+
+# Defined in its own module (it reuses this one's readers); importable from here as promised.
+from trainer.split_cache import SplitCache  # noqa: E402,F401

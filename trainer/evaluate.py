@@ -22,6 +22,7 @@ from schemas import record
 from trainer import plots, report, thumbnails
 from trainer.config import TrainConfig
 from trainer.data import TrainingData, evaluation_dataset
+from trainer.views import views_by_run
 
 METRICS_FILE = "metrics.json"
 CONFUSION_CSV = "confusion_matrix.csv"
@@ -53,14 +54,35 @@ class Predictions:
 
 def predict_split(model: keras.Model, training_data: TrainingData, split: str,
                   config: TrainConfig, transform=None) -> Predictions:
-    label_ids, probabilities, uris, inputs = [], [], [], []
-    for features, label_id, uri in evaluation_dataset(training_data, split, config, transform):
+    """One row per image (view 0); with `config.tta` its probabilities are the mean of the
+    head's on the image and on its mirror (view -1)."""
+    label_ids, probabilities, uris, inputs, image_ids, views = [], [], [], [], [], []
+    for batch in evaluation_dataset(training_data, split, config, transform, tta=config.tta):
+        features, label_id, uri = batch[:3]
         probabilities.append(model(features, training=False).numpy())
         label_ids.append(label_id.numpy())
         uris.extend(u.decode("utf-8") for u in uri.numpy())
         inputs.append(features.numpy())
-    return Predictions(np.concatenate(label_ids), np.concatenate(probabilities), uris,
-                       np.concatenate(inputs))
+        if config.tta:
+            image_ids.extend(batch[3].numpy())
+            views.append(batch[4].numpy())
+    predictions = Predictions(np.concatenate(label_ids), np.concatenate(probabilities), uris,
+                              np.concatenate(inputs))
+    if config.tta:
+        return _mean_with_mirrors(predictions, image_ids, np.concatenate(views))
+    return predictions
+
+
+def _mean_with_mirrors(predictions: Predictions, image_ids: Sequence[bytes],
+                       views: np.ndarray) -> Predictions:
+    """Rows of views 0 and -1 → one row per image (the view-0 row) with the mean probability
+    (an image whose mirror the extract job lost keeps its own)."""
+    original = np.flatnonzero(views == record.ORIGINAL_VIEW)
+    mirror_of = {image_ids[i]: i for i in np.flatnonzero(views == record.MIRROR_VIEW)}
+    mirrors = np.array([mirror_of.get(image_ids[i], i) for i in original], dtype=np.int64)
+    probabilities = (predictions.probabilities[original] + predictions.probabilities[mirrors]) / 2
+    return Predictions(predictions.label_ids[original], probabilities,
+                       [predictions.uris[i] for i in original], predictions.features[original])
 
 
 def top_k_accuracy(test: Predictions, k_max: int) -> dict[str, float]:
@@ -136,6 +158,8 @@ def evaluate(model: keras.Model, training_data: TrainingData, config: TrainConfi
     metrics["counts"] = {split: training_data.counts(split) for split in record.SPLITS}
     metrics["runs"] = [run.run_id for run in training_data.runs]
     metrics["backbone"] = training_data.fingerprint
+    metrics["tta"] = config.tta  # probabilities averaged over each image and its mirror
+    metrics["views"] = views_by_run(training_data.runs)  # what the runs cached (manifest)
     if training_data.excluded:  # tv-train --exclude: records per split left out
         metrics["excluded"] = {"images": sum(training_data.excluded.values()),
                                **training_data.excluded}

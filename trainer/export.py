@@ -12,7 +12,10 @@ decode at the run's factor, EXIF orientation, 16-bit PNG, transparency on white;
 on JPEG, PNG, GIF, BMP and WebP.  Formats TF cannot decode (TIFF, …) go to `serving_pixels`,
 which takes decoded uint8 pixels and resizes them with the same function (an S×S input is used
 as it is), so a client that decodes with `decode_for_backbone` feeds exactly the training pixels.
-`preprocessing.json` beside labels.txt tells such clients the size and policy.  Clients need
+`preprocessing.json` beside labels.txt tells such clients the size and policy.  A model
+trained with `--tta` serves the mean of the head's probabilities on the S×S image and on its
+left-right mirror (as the extract job's mirror views are made); its `transfer_values`
+signatures still describe the image itself.  Clients need
 only `tf.saved_model.load`: no Keras, no code of ours.  The export is written beside its final
 place and renamed in, so a reader never sees a half-written model.
 """
@@ -55,6 +58,7 @@ KEY_RESIZE_POLICY = "resize_policy"
 KEY_JPEG_FACTOR = "jpeg_dct_scaling_factor"
 KEY_PIXELS_SIGNATURE = "pixels_signature"
 KEY_PIXELS_INPUT = "pixels_input"
+KEY_TTA = "tta"  # true: probabilities are the mean over the image and its left-right mirror
 
 # Run in a fresh interpreter that imports nothing of ours: proves the export is self-contained.
 _VERIFY_SCRIPT = """
@@ -73,7 +77,7 @@ class ServingModule(tf.Module):
 
     def __init__(self, backbone: Backbone, head: keras.Model, labels: Sequence[str],
                  labels_path: str, transform=None, resize_policy: str = RESIZE_POLICY,
-                 jpeg_factor: int = 0):
+                 jpeg_factor: int = 0, tta: bool = False):
         super().__init__(name="transfer_values_classifier")
         self.backbone = tf.saved_model.load(backbone.saved_model_dir)
         self.head = head
@@ -81,6 +85,7 @@ class ServingModule(tf.Module):
         self.image_size = backbone.image_size
         self.resize_policy = resize_policy
         self.jpeg_factor = jpeg_factor
+        self.tta = tta
         self.class_names = tf.constant(list(labels), tf.string)
         self.labels_asset = tf.saved_model.Asset(labels_path)  # copied into the SavedModel
 
@@ -107,8 +112,17 @@ class ServingModule(tf.Module):
         return tf.map_fn(self._decode, image_bytes,
                          fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
 
+    def _probabilities(self, images: tf.Tensor) -> tf.Tensor:
+        """The head's probabilities; with TTA, their mean over the images and their mirrors
+        (one backbone call on both halves of a doubled batch)."""
+        if not self.tta:
+            return self.head(self._features(images)[1], training=False)
+        both = tf.concat([images, tf.image.flip_left_right(images)], axis=0)
+        original, mirrored = tf.split(self.head(self._features(both)[1], training=False), 2)
+        return (original + mirrored) / 2
+
     def _classify(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        probabilities = self.head(self._features(images)[1], training=False)
+        probabilities = self._probabilities(images)
         label = tf.gather(self.class_names, tf.argmax(probabilities, axis=-1))
         return {OUTPUT_PROBABILITIES: probabilities, OUTPUT_LABEL: label}
 
@@ -156,13 +170,15 @@ def verify_in_fresh_process(export_dir: str, num_classes: int) -> None:
         raise RuntimeError(f"the serving export at {export_dir} returned shapes {shapes}")
 
 
-def write_preprocessing(path: str, image_size: int, resize_policy: str, jpeg_factor: int) -> None:
+def write_preprocessing(path: str, image_size: int, resize_policy: str, jpeg_factor: int,
+                        tta: bool = False) -> None:
     """What a client that decodes itself must reproduce: `decode_for_backbone(encoded,
-    image_size, resize_policy)` with JPEGs DCT-scaled at `jpeg_factor`, then PIXELS_SIGNATURE."""
+    image_size, resize_policy)` with JPEGs DCT-scaled at `jpeg_factor`, then PIXELS_SIGNATURE
+    (which does the mirror averaging itself when `tta`)."""
     with open(path, "w") as f:
         json.dump({KEY_IMAGE_SIZE: image_size, KEY_RESIZE_POLICY: resize_policy,
                    KEY_JPEG_FACTOR: jpeg_factor, KEY_PIXELS_SIGNATURE: PIXELS_SIGNATURE,
-                   KEY_PIXELS_INPUT: PIXELS_INPUT}, f, indent=2)
+                   KEY_PIXELS_INPUT: PIXELS_INPUT, KEY_TTA: tta}, f, indent=2)
         f.write("\n")
 
 
@@ -180,10 +196,11 @@ def _publish(staging: str, target: str) -> None:
 
 def export_serving(model: keras.Model, backbone: Backbone, labels: Sequence[str],
                    export_dir: str, *, transform=None, resize_policy: str = RESIZE_POLICY,
-                   jpeg_factor: int | None = None) -> str:
+                   jpeg_factor: int | None = None, tta: bool = False) -> str:
     """Write the serving SavedModel to `export_dir`, and `labels.txt` and `preprocessing.json`
     beside it; return the dir.  `jpeg_factor`: the runs' `options.decode.
-    jpeg_dct_scaling_factor` (None: this version's `beam_jobs.imaging.DRAFT_FACTOR`)."""
+    jpeg_dct_scaling_factor` (None: this version's `beam_jobs.imaging.DRAFT_FACTOR`); `tta`:
+    serve the mean over each image and its mirror (`tv-train --tta`)."""
     factor = imaging.DRAFT_FACTOR if jpeg_factor is None else int(jpeg_factor)
     export_dir = os.path.abspath(export_dir)
     parent = os.path.dirname(export_dir)
@@ -193,7 +210,7 @@ def export_serving(model: keras.Model, backbone: Backbone, labels: Sequence[str]
         labels_path = os.path.join(staging_root, LABELS_FILE)
         write_labels(labels, labels_path)
         module = ServingModule(backbone, model, labels, labels_path, transform, resize_policy,
-                               factor)
+                               factor, tta)
         staging = os.path.join(staging_root, "model")
         tf.saved_model.save(module, staging, signatures={
             "serving_default": module.serve, FEATURES_SIGNATURE: module.transfer_values,
@@ -202,7 +219,7 @@ def export_serving(model: keras.Model, backbone: Backbone, labels: Sequence[str]
         verify_in_fresh_process(staging, len(labels))
         write_labels(labels, os.path.join(parent, LABELS_FILE))
         write_preprocessing(os.path.join(parent, PREPROCESSING_FILE), backbone.image_size,
-                            resize_policy, factor)
+                            resize_policy, factor, tta)
         _publish(staging, export_dir)
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)

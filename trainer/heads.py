@@ -32,9 +32,12 @@ def build_model(config: TrainConfig, feature_dim: int, num_classes: int,
                                        variance=np.asarray(train_variance, np.float32),
                                        name="zscore")(inputs)
     if config.head == "hidden":
-        x = keras.layers.Dense(config.hidden_units, activation="relu",
-                               kernel_regularizer=regularizer, name="hidden")(x)
-        x = keras.layers.Dropout(config.dropout, seed=config.seed, name="dropout")(x)
+        for depth in range(config.hidden_layers):
+            suffix = f"_{depth + 1}" if depth else ""  # the first layer keeps its old name
+            x = keras.layers.Dense(config.hidden_units, activation="relu",
+                                   kernel_regularizer=regularizer, name="hidden" + suffix)(x)
+            seed = None if config.seed is None else config.seed + depth
+            x = keras.layers.Dropout(config.dropout, seed=seed, name="dropout" + suffix)(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax",
                                  kernel_regularizer=regularizer, name="probabilities")(x)
     return keras.Model(inputs, outputs, name=f"{config.head}_head")

@@ -126,3 +126,39 @@ def _zoom_to_bulk(ax, points: np.ndarray, share: float = 0.995) -> int:
     ax.set_xlim(low[0], high[0])
     ax.set_ylim(low[1], high[1])
     return int(np.sum(np.any((points < low) | (points > high), axis=1)))
+
+
+def plot_tuning(trial_ids: Sequence[str], val_accuracies: Sequence[float | str], chosen: str,
+                path: str, heads: Sequence[str] = ()) -> None:
+    """Best validation accuracy of each head-search trial in the order they ran, with the best
+    so far as a step line: whether more trials still paid off shows at a glance.  `heads`:
+    a short name per trial ("softmax", "2x512") written beside its point."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(trial_ids) + 3.0), 4))
+    order = np.arange(len(trial_ids))
+    scores = np.array([np.nan if v == "" else float(v) for v in val_accuracies])
+    ax.plot(order, scores, "o", color="tab:blue", label="trial (best epoch)")
+    ax.step(order, np.fmax.accumulate(scores), where="post", color="tab:gray", alpha=0.7,
+            label="best so far")
+    if chosen in trial_ids:
+        i = list(trial_ids).index(chosen)
+        ax.plot(i, scores[i], "*", color="tab:red", markersize=16, label=f"chosen: {chosen}")
+    for i, head in enumerate(heads):
+        if not np.isnan(scores[i]):
+            ax.annotate(head, (i, scores[i]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7, color="dimgray")
+    failed = np.isnan(scores)
+    if failed.any():
+        bottom = np.nanmin(scores) if not failed.all() else 0.0
+        ax.plot(order[failed], np.full(failed.sum(), bottom), "x", color="black",
+                label="failed")
+    ax.set_xticks(order, list(trial_ids), rotation=90 if len(trial_ids) > 20 else 0)
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation accuracy")
+    ax.margins(y=0.12)  # room for the labels above the top point
+    ax.set_title(f"Head search: {len(trial_ids)} trials")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -12,6 +12,7 @@ import os
 from typing import Sequence
 
 from trainer.config import TrainConfig
+from trainer.views import describe_views
 
 REPORT_FILE = "report.html"
 PICTURES = (("training_curves.png", "Training curves"),
@@ -49,6 +50,7 @@ def _summary(metrics: dict, config: TrainConfig) -> str:
              ["head", f"{config.head} (lr {config.learning_rate}, batch {config.batch_size}, "
                       f"seed {config.seed})"],
              ["normalisation", metrics.get("normalisation", "")],
+             ["views", f"{describe_views(metrics.get('views', {}))}; TTA {metrics.get('tta')}"],
              ["backbone", metrics.get("backbone", "")],
              ["runs", ", ".join(metrics.get("runs", []))]]
     return _table(["", "value"], rows)
@@ -86,6 +88,25 @@ def write_report(model_dir: str, metrics: dict, config: TrainConfig) -> str:
     with open(path, "w", encoding="utf-8") as f:
         f.write(page)
     return path
+
+
+def tuning_section(rows: Sequence[dict], chosen: str, picture: str) -> str:
+    """The head search (`tv-train --tune`): its plot and every trial (tuning.csv's rows),
+    best first, the chosen one marked; a failed trial (no accuracy) comes last."""
+    ranked = sorted(rows, key=lambda row: 1.0 if row["val_accuracy"] == ""
+                    else -float(row["val_accuracy"]))
+    columns = [name for name in rows[0] if name != "chosen"] if rows else []
+    table = _table(columns + [""], [[_cell(row[name]) for name in columns]
+                                    + ["chosen" if row["trial"] == chosen else ""]
+                                    for row in ranked])
+    return (f"<h2>Head search ({len(rows)} trials, tuning.csv)</h2>"
+            f"<p>Trial {html.escape(chosen)} had the best validation accuracy; the exported "
+            f"model is that configuration trained again.</p>"
+            f"<img src=\"{picture}\" alt=\"{picture}\">{table}")
+
+
+def _cell(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def add_section(model_dir: str, name: str, fragment: str) -> str:

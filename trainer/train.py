@@ -25,11 +25,12 @@ from beam_jobs.cli import main
 from beam_jobs.errors import UserError
 from trainer import evaluate
 from trainer.config import CLASS_WEIGHTS, HEADS, INPUT_FORMATS, TrainConfig
-from trainer.data import (TRAIN, VALIDATION, TrainingData, dataset, exclude_images,
-                          feature_moments, open_training_data)
+from trainer.data import (TRAIN, VALIDATION, SplitCache, TrainingData, dataset,
+                          exclude_images, feature_moments, open_training_data)
 from trainer.export import SERVING_DIR, export_serving
 from trainer.heads import build_model
 from trainer.transform import TransferValueTransform, load_transform
+from trainer.views import check_mirrored
 
 CHECKPOINT = os.path.join("checkpoints", "best.weights.h5")
 HEAD_FILE = "head.keras"  # the fitted head alone, so tv-retrain can re-score a champion
@@ -73,22 +74,30 @@ def callbacks(config: TrainConfig, model_dir: str) -> list[keras.callbacks.Callb
 
 
 def fit(config: TrainConfig, training_data: TrainingData, model_dir: str, verbose: int = 0,
-        transform: Optional[TransferValueTransform] = None) -> tuple[keras.Model, dict]:
+        transform: Optional[TransferValueTransform] = None,
+        cache: Optional[SplitCache] = None) -> tuple[keras.Model, dict]:
     """Build the configured head and fit it; returns the best-epoch model and its history.
 
     With a `transform` the input pipeline z-scores the values (TFT); without one the head
-    gets a Normalization layer fitted on the train split.
+    gets a Normalization layer fitted on the train split.  With a `cache` (a SplitCache, built
+    once for many fits) the data comes from memory and its own transform, not the shards.
     """
-    moments = (None, None) if transform is not None else feature_moments(training_data, config)
+    if cache is not None:
+        transform = cache.transform
+        moments = (None, None) if transform is not None else cache.feature_moments(config)
+        train_ds, validation_ds = cache.training(config), cache.evaluation(VALIDATION, config)
+    else:
+        moments = ((None, None) if transform is not None
+                   else feature_moments(training_data, config))
+        train_ds = dataset(training_data, TRAIN, config, training=True, transform=transform)
+        validation_ds = dataset(training_data, VALIDATION, config, transform=transform)
     model = build_model(config, training_data.feature_dim, training_data.num_classes, *moments)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                   loss=loss(config, training_data.num_classes),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     os.makedirs(os.path.join(model_dir, os.path.dirname(CHECKPOINT)), exist_ok=True)
     weights = training_data.class_weights() if config.class_weights == "balanced" else None
-    history = model.fit(dataset(training_data, TRAIN, config, training=True, transform=transform),
-                        validation_data=dataset(training_data, VALIDATION, config,
-                                                transform=transform),
+    history = model.fit(train_ds, validation_data=validation_ds,
                         epochs=config.epochs, callbacks=callbacks(config, model_dir),
                         class_weight=weights,
                         shuffle=False,  # the input pipeline shuffles, seeded; Keras cannot
@@ -97,11 +106,12 @@ def fit(config: TrainConfig, training_data: TrainingData, model_dir: str, verbos
 
 
 def train(config: TrainConfig, data: str, model_dir: str, *, verbose: int = 0,
-          export: bool = True, exclude: Optional[str] = None) -> dict:
+          export: bool = True, exclude: Optional[str] = None, tune: int = 0) -> dict:
     """Train, evaluate and (unless `export=False`) export; returns the metrics.json content.
 
     `exclude`: a file of images to leave out (trainer.audit.exclude: an audit CSV or a list of
     uris / image_ids); metrics.json and the report say how many were left out per split.
+    `tune`: first search that many head configurations (trainer.tune), then train the best.
     """
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
@@ -110,16 +120,27 @@ def train(config: TrainConfig, data: str, model_dir: str, *, verbose: int = 0,
         from trainer.audit.exclude import read_exclusions
 
         training_data = exclude_images(training_data, read_exclusions(exclude), data)
+    if config.tta:  # refused now, not after training
+        check_mirrored(training_data.runs, data)
     backbone = serving_backbone(training_data) if export else None
     os.makedirs(model_dir, exist_ok=True)
     transform = load_transform(training_data.runs)
-    model, history = fit(config, training_data, model_dir, verbose, transform)
+    cache, tuning = None, None
+    if tune > 0:  # the trials and the refit of the winner share one read of the splits
+        from trainer import tune as head_search
+
+        cache = SplitCache(training_data, config, transform)
+        tuning = head_search.search(config, training_data, cache, model_dir, tune, verbose)
+        config = tuning.config
+    model, history = fit(config, training_data, model_dir, verbose, transform, cache=cache)
     model.save(os.path.join(model_dir, HEAD_FILE))
     metrics = evaluate.evaluate(model, training_data, config, model_dir, history, transform)
+    if tuning is not None:
+        metrics = head_search.record(tuning, metrics, model_dir)
     if backbone is not None:
         export_serving(model, backbone, training_data.labels, os.path.join(model_dir, SERVING_DIR),
                        transform=transform, resize_policy=training_data.resize_policy,
-                       jpeg_factor=training_data.jpeg_factor)
+                       jpeg_factor=training_data.jpeg_factor, tta=config.tta)
     return metrics
 
 
@@ -145,13 +166,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         default=defaults.input_format, help="which shards to stream")
     parser.add_argument("--class_weights", choices=CLASS_WEIGHTS, default=defaults.class_weights,
                         help="balanced: weight classes by n / (C * n_c) for imbalanced data")
-    for name in ("epochs", "batch_size", "patience", "seed", "hidden_units", "top_k"):
+    for name in ("epochs", "batch_size", "patience", "seed", "hidden_units", "hidden_layers",
+                 "top_k"):
         parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
     for name in ("learning_rate", "dropout", "l2", "label_smoothing"):
         parser.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
     parser.add_argument("--exclude", default=None, metavar="FILE",
                         help="leave out these images: a tv-audit CSV (flagged rows; for "
                         "near_duplicates.csv every pair's copy uri_b) or a list of uris/image_ids")
+    parser.add_argument("--tune", type=int, default=0, metavar="N",
+                        help="search N head configurations (depth, width, dropout, L2, learning "
+                        "rate, label smoothing, batch size; these flags are then ignored) with "
+                        "KerasTuner and keep the best on validation; see tuning.csv")
+    parser.add_argument("--tta", action="store_true", default=defaults.tta,
+                        help="test-time augmentation: evaluate and serve the mean of each "
+                        "image's and its mirror's probabilities (runs extracted with "
+                        "--mirror_views)")
     parser.add_argument("--verbose", action="store_true", help="log progress; show tracebacks")
     return cli.parse_args(parser, argv)  # also reads --config=FILE.yaml; flags override it
 
@@ -167,8 +197,11 @@ def run(argv: Sequence[str] | None = None) -> dict:
     config = config_from_args(args)
     if not os.path.exists(args.data) and "://" not in args.data:
         raise UserError(f"--data {args.data} does not exist.")
+    if args.tune < 0:
+        raise UserError(f"--tune must not be negative, got {args.tune}.")
     cli.check_writable(args.model_dir, "--model_dir")  # fail now, not after training
-    metrics = train(config, args.data, args.model_dir, verbose=2, exclude=args.exclude)
+    metrics = train(config, args.data, args.model_dir, verbose=2, exclude=args.exclude,
+                    tune=args.tune)
     if "excluded" in metrics:
         print(f"excluded {metrics['excluded']['images']} images listed in {args.exclude}")
     print(f"test accuracy: {metrics['test_accuracy']:.4f} "

@@ -7,7 +7,9 @@ newest run holding it and skips the older records ("superseded"), in every split
 relabel replaces the old label instead of teaching both, and no image counts twice.
 
 Only the `image_id`, `label` and `split` columns of the Parquet shards are read (a few bytes
-per row, as numpy arrays, not Python sets); with a single run there is nothing to read.
+per row, as numpy arrays, not Python sets); with a single run there is nothing to read.  All
+of this is by image: an image's cached views (trainer.views) share its image_id, so skipping
+`<run>|<image_id>` skips every view of it, and only view-0 rows are counted.
 """
 
 from __future__ import annotations
@@ -40,14 +42,28 @@ class Superseded:
 NONE = Superseded()
 
 
-def _run_rows(run: Run) -> dict[str, np.ndarray]:
-    columns: dict[str, list] = {name: [] for name in _COLUMNS}
+def _image_columns(run: Run, names: Sequence[str]) -> dict[str, list]:
+    """The named columns of a run's images: view-0 rows only (shards written before views
+    existed have no view column and hold only images)."""
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    columns: dict[str, list] = {name: [] for name in names}
     for split in record.SPLITS:
         for shard in run.shards(split, "parquet"):
-            for batch in id_columns(shard, _COLUMNS):
-                for name in _COLUMNS:
-                    columns[name].extend(batch[name])
-    return {name: np.asarray(values, dtype=object) for name, values in columns.items()}
+            with FileSystems.open(shard, compression_type="uncompressed") as f:
+                has_views = record.VIEW in pq.ParquetFile(f).schema_arrow.names
+            for batch in id_columns(shard, tuple(names) + ((record.VIEW,) if has_views else ())):
+                views = batch.get(record.VIEW, [record.ORIGINAL_VIEW] * len(batch[names[0]]))
+                for name in names:
+                    columns[name].extend(value for value, view in zip(batch[name], views)
+                                         if view == record.ORIGINAL_VIEW)
+    return columns
+
+
+def _run_rows(run: Run) -> dict[str, np.ndarray]:
+    return {name: np.asarray(values, dtype=object)
+            for name, values in _image_columns(run, _COLUMNS).items()}
 
 
 def newest_wins(runs: Sequence[Run]) -> Superseded:
@@ -76,9 +92,9 @@ def superseded_filter(superseded: Superseded, fmt: str) -> Callable | None:
     if not superseded.keys:
         return None
     if fmt != "tfrecord":
-        raise UserError(f"{len(superseded.keys)} records are superseded by newer runs (relabelled"
-                        f" or extracted twice) or listed by --exclude; only --format=tfrecord "
-                        f"can skip them.")
+        raise UserError(f"{len(superseded.keys)} images are superseded by newer runs (relabelled"
+                        f" or extracted twice), listed by --exclude or lost at extraction with "
+                        f"their views left; only --format=tfrecord can skip them.")
     table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
         tf.constant(superseded.keys), tf.ones(len(superseded.keys), tf.int64)), default_value=0)
     spec = {record.IMAGE_ID: tf.io.FixedLenFeature([], tf.string)}
@@ -104,12 +120,7 @@ def excluded_records(runs: Sequence[Run], superseded: Superseded,
     counts = {split: dict(per) for split, per in superseded.counts.items()}
     excluded: dict[str, int] = {}
     for run in runs:
-        columns: dict[str, list] = {name: [] for name in _COLUMNS + (record.URI,)}
-        for split in record.SPLITS:
-            for shard in run.shards(split, "parquet"):
-                for batch in id_columns(shard, tuple(columns)):
-                    for name in columns:
-                        columns[name].extend(batch[name])
+        columns = _image_columns(run, _COLUMNS + (record.URI,))
         hits = [i for i, (image_id, uri) in enumerate(zip(columns[record.IMAGE_ID],
                                                           columns[record.URI]))
                 if image_id in identifiers or uri in identifiers]

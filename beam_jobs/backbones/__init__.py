@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -133,7 +134,8 @@ def _materialise(entry: BackboneEntry) -> str:
                        _fingerprint(entry))
 
     key = hashlib.sha256(_fingerprint(entry).encode()).hexdigest()[:16]
-    return materialise(f"{entry.name}-{key}", export)
+    folder = re.sub(r"[^A-Za-z0-9_.-]", "_", entry.name)  # `efficientnet_lite0:multi` -> `_multi`
+    return materialise(f"{folder}-{key}", export)
 
 
 def _metadata(path: str) -> Optional[dict]:
@@ -179,8 +181,8 @@ def _wrapped(handle: str) -> Backbone:
 def load(name_or_handle: str) -> Backbone:
     """Resolve a registered name, a preset, a hub handle or a model file to a `Backbone`.
 
-    Forms: `efficientnet_lite0` (embedded); `mobilenet_v2`, `inception_v3` (presets, fetched
-    from TF Hub); `PRESET=SOURCE` (a preset's size and scaling on another copy of its weights);
+    Forms: `efficientnet_lite0` (embedded; `efficientnet_lite0:multi` appends a mid-level
+    stage); `mobilenet_v2`, `inception_v3` (presets, fetched from TF Hub); `PRESET=SOURCE` (a preset's size and scaling on another copy of its weights);
     `https://tfhub.dev/…`, `https://www.kaggle.com/models/…`, `gs://…`, a local SavedModel
     folder or a `.keras` file (TF Hub's [0, 1] scaling, the model's own input size or 224).
     """
@@ -205,6 +207,7 @@ def _register_builtins() -> None:
     from beam_jobs.backbones import efficientnet_lite
 
     register(efficientnet_lite.ENTRY)
+    register(efficientnet_lite.MULTI_ENTRY)
 
 
 _register_builtins()

@@ -24,6 +24,7 @@ Importing this module must stay cheap (the registry imports it): no TensorFlow, 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 
@@ -224,15 +225,29 @@ def build_model(state_dict: dict[str, np.ndarray], include_top: bool = False,
     return model
 
 
-def _contract_module(classifier):
+def _features_model(classifier, taps: tuple[str, ...] = ()):
+    """The pooled 1280-d head, followed by each tap layer's average-pooled activations.
+
+    The final features come first, so a `:multi` vector's first 1280 values are exactly the
+    plain backbone's transfer values.
+    """
+    import keras
+
+    pooled = [classifier.get_layer("avg_pool").output] + [
+        keras.layers.GlobalAveragePooling2D(name=f"{layer}_pool")(classifier.get_layer(layer).output)
+        for layer in taps]
+    outputs = keras.layers.Concatenate(name="multi_pool")(pooled) if taps else pooled[0]
+    return keras.Model(classifier.input, outputs)
+
+
+def _contract_module(classifier, taps: tuple[str, ...] = ()):
     """A tf.Module whose functions take uint8 images and do the preprocessing themselves.
 
     No `jit_compile`: on this CPU, XLA ran the network some 40x slower than the plain graph.
     """
-    import keras
     import tensorflow as tf
 
-    features = keras.Model(classifier.input, classifier.get_layer("avg_pool").output)
+    features = _features_model(classifier, taps)
     spec = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8, name="images")
 
     def scaled(images):
@@ -252,7 +267,7 @@ def _contract_module(classifier):
     return module
 
 
-def export_saved_model(export_dir: str) -> None:
+def export_saved_model(export_dir: str, taps: tuple[str, ...] = ()) -> None:
     """Write the contract SavedModel: serving_default -> transfer_values, classify -> logits."""
     import tensorflow as tf
 
@@ -260,7 +275,7 @@ def export_saved_model(export_dir: str) -> None:
 
     state_dict = read_state_dict(verified_weights_path())
     classifier = build_model(state_dict, include_top=True, fold_batchnorm=True)
-    module = _contract_module(classifier)
+    module = _contract_module(classifier, taps)
     tf.saved_model.save(module, export_dir, signatures={
         "serving_default": module.serve, "classify": module.classify})
 
@@ -271,4 +286,17 @@ ENTRY = BackboneEntry(
     feature_dim=FEATURE_DIM,
     version=f"w{WEIGHTS_SHA256[:8]}-{PREPROCESSING_VERSION}",
     export=export_saved_model,
+)
+
+# `efficientnet_lite0:multi`: the final 1280 features, then the average-pooled output of the
+# 112-channel stage, whose mid-level detail transfers better to far domains (Fashion-MNIST
+# linear probe: 88.30 -> 88.95 %, same forward cost).  The taps are part of the version, so
+# the fingerprint and cache key differ and no run or model mixes it with the plain backbone.
+MULTI_TAPS = (("blocks_10_add", 112),)  # (layer, channels)
+MULTI_ENTRY = BackboneEntry(
+    name=f"{NAME}:multi",
+    image_size=IMAGE_SIZE,
+    feature_dim=FEATURE_DIM + sum(channels for _, channels in MULTI_TAPS),
+    version=f"{ENTRY.version}-taps.{'+'.join(layer for layer, _ in MULTI_TAPS)}",
+    export=functools.partial(export_saved_model, taps=tuple(layer for layer, _ in MULTI_TAPS)),
 )

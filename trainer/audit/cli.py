@@ -1,6 +1,7 @@
 """`tv-audit`: find mislabelled, duplicated and out-of-place images from their transfer values.
 
-    tv-audit --data=DIR --output=DIR [--runs=ID,ID] [--k=10] [--folds=5] [--model_dir=DIR]
+    tv-audit --data=DIR --output=DIR [--runs=ID,ID] [--k=20] [--folds=5] [--model_dir=DIR]
+             [--duplicate_rule=standout|similarity] [--duplicate_standout=S]
 
 Writes label_issues.csv (every example, most suspicious first), near_duplicates.csv,
 outliers.csv, summary.json and audit.html, each atomically; with --model_dir the model's
@@ -24,6 +25,7 @@ from beam_jobs.cli import main
 from beam_jobs.errors import UserError
 from trainer.audit import report
 from trainer.audit.collection import Collection, load_collection
+from trainer.audit.duplicates import RULES
 from trainer.audit.findings import AuditConfig, Findings, check_collection, run_audit
 from trainer.audit.folds import FoldConfig
 from trainer.audit.write import write_csv, write_json, write_text
@@ -65,12 +67,12 @@ def write_tables(c: Collection, f: Findings, output: str) -> None:
     pairs = f.duplicates
     write_csv(_join(output, NEAR_DUPLICATES_CSV),
               ["uri_a", "uri_b", "similarity", "split_a", "split_b", "label_a", "label_b",
-               "cross_split", "label_mismatch", "image_id_a", "image_id_b"],
+               "cross_split", "label_mismatch", "image_id_a", "image_id_b", "standout"],
               ([c.uris[a], c.uris[b], f"{s:.6f}", c.splits[a], c.splits[b],
                 labels[c.label_ids[a]], labels[c.label_ids[b]],
                 _flag(c.splits[a] != c.splits[b]), _flag(c.label_ids[a] != c.label_ids[b]),
-                c.image_ids[a], c.image_ids[b]] for a, b, s in zip(pairs.a, pairs.b,
-                                                                   pairs.similarity)))
+                c.image_ids[a], c.image_ids[b], "" if np.isnan(score) else f"{score:.6f}"]
+               for a, b, s, score in zip(pairs.a, pairs.b, pairs.similarity, pairs.standout)))
     out = f.outliers
     write_csv(_join(output, OUTLIERS_CSV),
               ["uri", "image_id", "split", "label", "neighbour_label", "distance", "flagged"],
@@ -94,7 +96,10 @@ def summarise(c: Collection, f: Findings, config: AuditConfig) -> dict:
                             "cross_split": int(np.sum(c.splits[pairs.a] != c.splits[pairs.b])),
                             "label_mismatch": int(np.sum(c.label_ids[pairs.a]
                                                          != c.label_ids[pairs.b])),
-                            "similarity_threshold": config.duplicate_similarity},
+                            "rule": config.duplicate_rule,
+                            "threshold": (config.duplicate_standout
+                                          if config.duplicate_rule == "standout"
+                                          else config.duplicate_similarity)},
         "outliers": {"flagged": int(f.outliers.flagged.sum())},
         "settings": {"folds": config.folds.folds, "k": config.k,
                      "knn_weight": config.knn_weight, "index": f.neighbours.index_type},
@@ -160,7 +165,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--folds", type=int, default=folds.folds)
     parser.add_argument("--epochs", type=int, default=folds.epochs)
     parser.add_argument("--seed", type=int, default=folds.seed)
-    for name in ("knn_weight", "duplicate_similarity", "outlier_mads"):
+    parser.add_argument("--duplicate_rule", choices=RULES, default=defaults.duplicate_rule,
+                        help="standout: pairs that stand out from their neighbourhood after "
+                             "whitening (score ≥ --duplicate_standout); similarity: cosine ≥ "
+                             "--duplicate_similarity (see trainer/audit/duplicates.py)")
+    for name in ("knn_weight", "duplicate_standout", "duplicate_similarity", "outlier_mads"):
         parser.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
     parser.add_argument("--verbose", action="store_true", help="log progress; show tracebacks")
     return cli.parse_args(parser, argv)
@@ -176,6 +185,8 @@ def run(argv: Sequence[str] | None = None) -> dict:
     cli.check_writable(args.output, "--output")
     folds = FoldConfig(folds=args.folds, epochs=args.epochs, seed=args.seed)
     config = AuditConfig(folds=folds, k=args.k, knn_weight=args.knn_weight,
+                         duplicate_rule=args.duplicate_rule,
+                         duplicate_standout=args.duplicate_standout,
                          duplicate_similarity=args.duplicate_similarity,
                          outlier_mads=args.outlier_mads)
     run_ids = [r for r in args.runs.split(",") if r]

@@ -3,7 +3,8 @@
 The audit looks at each image once, the way training sees the union (trainer.union: newest run
 wins an image_id), so a relabelled image is judged by its new label.  Rows are read from the
 runs' Parquet shards (columnar, through Beam's `FileSystems`, so `gs://` reads like a local
-path); augmented views, when a run has them, are skipped: the audit is about images.
+path); only the image itself (`record.ORIGINAL_VIEW`) is read: cached augmented views and
+mirrors share its image_id and would come back as perfect near duplicates of it.
 Memory: D float32 per example (1280 × 4 B = 5 KiB), the only large array.
 """
 
@@ -19,7 +20,6 @@ from beam_jobs.runs import Run, resolve_runs
 from schemas import record
 from trainer.union import newest_wins
 
-_VIEW = "view"  # augmented copies (view > 0) are not separate images
 _TEXT_COLUMNS = (record.IMAGE_ID, record.URI, record.LABEL, record.SPLIT)
 
 
@@ -50,11 +50,12 @@ def _read_shard(path: str, feature_dim: int) -> tuple[dict[str, list], list[np.n
     values: list[np.ndarray] = []
     with FileSystems.open(path, compression_type="uncompressed") as f:
         parquet = pq.ParquetFile(f)
-        has_view = _VIEW in parquet.schema_arrow.names
-        columns = list(_TEXT_COLUMNS) + [record.TRANSFER_VALUES] + ([_VIEW] if has_view else [])
+        has_view = record.VIEW in parquet.schema_arrow.names  # shards before schema 2 lack it
+        columns = list(_TEXT_COLUMNS) + [record.TRANSFER_VALUES] + ([record.VIEW] if has_view
+                                                                    else [])
         for batch in parquet.iter_batches(batch_size=8192, columns=columns):
-            keep = (np.asarray(batch.column(_VIEW).to_numpy(zero_copy_only=False)) == 0
-                    if has_view else np.ones(batch.num_rows, bool))
+            keep = (np.asarray(batch.column(record.VIEW).to_numpy(zero_copy_only=False))
+                    == record.ORIGINAL_VIEW if has_view else np.ones(batch.num_rows, bool))
             for name in _TEXT_COLUMNS:
                 text[name].extend(np.asarray(batch.column(name).to_pylist(), object)[keep])
             flat = batch.column(record.TRANSFER_VALUES).flatten().to_numpy()

@@ -13,8 +13,8 @@ from trainer.audit import label_issues as li
 from trainer.audit.collection import Collection
 from trainer.audit.folds import FoldConfig, out_of_fold_probabilities
 from trainer.audit.neighbours import EXACT_LIMIT, Neighbours, nearest_neighbours
-from trainer.audit.outliers import (DUPLICATE_SIMILARITY, OUTLIER_MADS, Outliers, Pairs,
-                                    near_duplicates, outliers)
+from trainer.audit import duplicates as dup
+from trainer.audit.outliers import OUTLIER_MADS, Outliers, outliers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +22,9 @@ class AuditConfig:
     folds: FoldConfig = FoldConfig()
     k: int = 20  # nearest neighbours per image (label votes, duplicates, outliers); measured
     knn_weight: float = li.KNN_WEIGHT
-    duplicate_similarity: float = DUPLICATE_SIMILARITY
+    duplicate_rule: str = dup.DUPLICATE_RULE
+    duplicate_standout: float = dup.DUPLICATE_STANDOUT
+    duplicate_similarity: float = dup.DUPLICATE_SIMILARITY
     outlier_mads: float = OUTLIER_MADS
     exact_limit: int = EXACT_LIMIT
 
@@ -33,12 +35,15 @@ class AuditConfig:
             raise UserError(f"--knn_weight must lie in [0, 1], got {self.knn_weight}.")
         if not 0.0 < self.duplicate_similarity <= 1.0:
             raise UserError("--duplicate_similarity must lie in (0, 1].")
+        if self.duplicate_rule not in dup.RULES:
+            raise UserError(f"--duplicate_rule must be one of {', '.join(dup.RULES)}, "
+                            f"got {self.duplicate_rule}.")
 
 
 @dataclasses.dataclass(frozen=True)
 class Findings:
     label_issues: li.LabelIssues
-    duplicates: Pairs
+    duplicates: dup.Pairs
     outliers: Outliers
     neighbours: Neighbours
     seconds: dict[str, float]
@@ -68,8 +73,12 @@ def run_audit(collection: Collection, config: AuditConfig = AuditConfig()) -> Fi
                                             len(collection.labels))
     issues = li.find_label_issues(collection.label_ids, li.blend(head, votes, config.knn_weight))
     seconds["cleanlab"] = time.perf_counter() - start
-    pairs = near_duplicates(neighbours, collection.uris, collection.splits,
-                            config.duplicate_similarity)
+    start = time.perf_counter()
+    pairs = dup.near_duplicates(collection.transfer_values, neighbours, collection.uris,
+                                collection.splits, config.duplicate_rule,
+                                config.duplicate_standout, config.duplicate_similarity,
+                                config.exact_limit)
+    seconds["duplicates"] = time.perf_counter() - start
     isolated = outliers(neighbours, collection.label_ids, len(collection.labels),
                         config.outlier_mads)
     return Findings(issues, pairs, isolated, neighbours, seconds)
