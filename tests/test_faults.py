@@ -84,9 +84,12 @@ def test_sigkill_leaves_no_visible_run_and_the_rerun_counts_exactly(tmp_path, ti
                  "writing": _start(f"folder:{root}", out, tiny_backbone, "writing", log)}
         outcomes = _kill_at_random_points(procs, out, rng)
     print(f"seed={seed} outcomes={json.dumps(outcomes)}")
-    survivors = {run_id for run_id, o in outcomes.items() if not o["killed"]}
+    # A kill that lands after `_SUCCESS` (while the process finishes up) leaves a committed run:
+    # the commit point had passed.  Any other kill must leave nothing a reader takes as a run.
+    survivors = {run_id for run_id, o in outcomes.items() if runs.SUCCESS in o["files"]}
+    assert all(runs.SUCCESS in o["files"] for o in outcomes.values() if not o["killed"])
     committed = {run.run_id for run in runs.committed_runs(out)}
-    assert committed == survivors  # a killed attempt is never visible
+    assert committed == survivors  # a run killed before its commit point is never visible
     for run_id in set(outcomes) - survivors:
         if os.path.isdir(os.path.join(out, "runs", run_id)):
             with pytest.raises(UserError):  # "not a committed run" or "no committed run"
