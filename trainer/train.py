@@ -73,6 +73,17 @@ def callbacks(config: TrainConfig, model_dir: str) -> list[keras.callbacks.Callb
     return chosen
 
 
+def compiled_head(config: TrainConfig, training_data: TrainingData,
+                  moments: tuple) -> keras.Model:
+    """The configured head, compiled; one definition for plain training and every search trial
+    (`moments`: the train split's mean and variance, or (None, None) behind a TFT graph)."""
+    model = build_model(config, training_data.feature_dim, training_data.num_classes, *moments)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                  loss=loss(config, training_data.num_classes),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    return model
+
+
 def fit(config: TrainConfig, training_data: TrainingData, model_dir: str, verbose: int = 0,
         transform: Optional[TransferValueTransform] = None,
         cache: Optional[SplitCache] = None) -> tuple[keras.Model, dict]:
@@ -91,10 +102,7 @@ def fit(config: TrainConfig, training_data: TrainingData, model_dir: str, verbos
                    else feature_moments(training_data, config))
         train_ds = dataset(training_data, TRAIN, config, training=True, transform=transform)
         validation_ds = dataset(training_data, VALIDATION, config, transform=transform)
-    model = build_model(config, training_data.feature_dim, training_data.num_classes, *moments)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                  loss=loss(config, training_data.num_classes),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    model = compiled_head(config, training_data, moments)
     os.makedirs(os.path.join(model_dir, os.path.dirname(CHECKPOINT)), exist_ok=True)
     weights = training_data.class_weights() if config.class_weights == "balanced" else None
     history = model.fit(train_ds, validation_data=validation_ds,

@@ -26,7 +26,6 @@ import keras_tuner as kt
 from trainer import plots, report
 from trainer.config import TrainConfig
 from trainer.data import VALIDATION, SplitCache, TrainingData
-from trainer.heads import build_model
 
 TUNING_CSV = "tuning.csv"
 TUNING_PNG = "tuning.png"
@@ -72,20 +71,15 @@ class HeadSearch(kt.HyperModel):
         self.base, self.training_data, self.cache = base, training_data, cache
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        from trainer.train import loss
+        from trainer.train import compiled_head
 
         config = trial_config(self.base, hp)
         if config.seed is not None:  # every trial (and the final refit) starts alike
             keras.utils.set_random_seed(config.seed)
-        classes = self.training_data.num_classes
         # Merged per batch like the refit's, so the Normalization layer is the same to the bit.
         moments = ((None, None) if self.cache.transform is not None
                    else self.cache.feature_moments(config))
-        model = build_model(config, self.training_data.feature_dim, classes, *moments)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                      loss=loss(config, classes),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-        return model
+        return compiled_head(config, self.training_data, moments)
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, *args, **kwargs):
         from trainer.train import MONITOR
