@@ -105,6 +105,10 @@ def main() -> None:
         metrics = row["metrics"]
         print_row(name, metrics["validation_accuracy"], metrics["test_accuracy"], baseline,
                   row["seconds"], row["command"])
+        if "without_tta" in metrics:  # the same head on the originals alone (training is alike)
+            alone = metrics["without_tta"]
+            print_row("  same head without TTA", alone["validation_accuracy"],
+                      alone["test_accuracy"], baseline, 0.0)
 
 
 if __name__ == "__main__":

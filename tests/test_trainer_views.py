@@ -206,6 +206,8 @@ def test_tta_averages_each_image_with_its_mirror(viewed):
     np.testing.assert_array_equal(tta.label_ids, plain.label_ids)
     np.testing.assert_allclose(tta.probabilities,
                                (plain.probabilities + mirror_probabilities) / 2, rtol=1e-6)
+    assert plain.single_view_accuracy is None
+    assert tta.single_view_accuracy == pytest.approx(plain.accuracy)
 
 
 def test_tta_without_mirror_views_is_refused_with_exit_2(tmp_path, capsys):
@@ -223,11 +225,19 @@ def test_metrics_and_report_record_tta_and_views(viewed, tmp_path):
     config = TrainConfig(epochs=2, batch_size=16, learning_rate=0.05, seed=3, tta=True)
     metrics = train_module.train(config, data, str(tmp_path / "model"), export=False)
     assert metrics["tta"] is True
+    # the same head without the mirror, for what TTA bought: view 0 alone, re-predicted here
+    training_data = open_training_data(data)
+    plain = evaluate.predict_split(keras.models.load_model(tmp_path / "model" / "head.keras", compile=False),
+                                   training_data, "test", dataclasses.replace(config, tta=False),
+                                   train_module.load_transform(training_data.runs))
+    assert metrics["without_tta"]["test_accuracy"] == pytest.approx(plain.accuracy)
+    assert 0 <= metrics["without_tta"]["validation_accuracy"] <= 1
     assert metrics["views"]["20240101T000000-a"]["augment_views"] == K
     assert metrics["views"]["20240101T000000-a"]["mirror"] is True
     assert metrics["counts"]["train"] == {label: SMALL["train"] for label in fx.CLASSES}
     page = open(tmp_path / "model" / "report.html").read()
-    assert f"original + {K} augmented + mirror; TTA True" in page
+    assert (f"original + {K} augmented + mirror; TTA True (test accuracy without it "
+            f"{metrics['without_tta']['test_accuracy']:.4f})") in page
 
 
 def _drop_records(run_dir, split, unwanted):

@@ -42,6 +42,7 @@ class Predictions:
     probabilities: np.ndarray  # float32 [N, C]
     uris: list[str]
     features: np.ndarray  # float32 [N, D], what the head saw (z-scored transfer values)
+    single_view_accuracy: float | None = None  # with TTA: view 0's own accuracy, for comparison
 
     @property
     def predicted(self) -> np.ndarray:
@@ -81,8 +82,10 @@ def _mean_with_mirrors(predictions: Predictions, image_ids: Sequence[bytes],
     mirror_of = {image_ids[i]: i for i in np.flatnonzero(views == record.MIRROR_VIEW)}
     mirrors = np.array([mirror_of.get(image_ids[i], i) for i in original], dtype=np.int64)
     probabilities = (predictions.probabilities[original] + predictions.probabilities[mirrors]) / 2
-    return Predictions(predictions.label_ids[original], probabilities,
-                       [predictions.uris[i] for i in original], predictions.features[original])
+    label_ids = predictions.label_ids[original]
+    single_view = float(np.mean(predictions.probabilities[original].argmax(axis=1) == label_ids))
+    return Predictions(label_ids, probabilities, [predictions.uris[i] for i in original],
+                       predictions.features[original], single_view)
 
 
 def top_k_accuracy(test: Predictions, k_max: int) -> dict[str, float]:
@@ -159,6 +162,9 @@ def evaluate(model: keras.Model, training_data: TrainingData, config: TrainConfi
     metrics["runs"] = [run.run_id for run in training_data.runs]
     metrics["backbone"] = training_data.fingerprint
     metrics["tta"] = config.tta  # probabilities averaged over each image and its mirror
+    if config.tta:  # what the mirror bought: the same head on the originals alone
+        metrics["without_tta"] = {"test_accuracy": test.single_view_accuracy,
+                                  "validation_accuracy": validation.single_view_accuracy}
     metrics["views"] = views_by_run(training_data.runs)  # what the runs cached (manifest)
     if training_data.excluded:  # tv-train --exclude: records per split left out
         metrics["excluded"] = {"images": sum(training_data.excluded.values()),

@@ -50,7 +50,9 @@ def _summary(metrics: dict, config: TrainConfig) -> str:
              ["head", f"{config.head} (lr {config.learning_rate}, batch {config.batch_size}, "
                       f"seed {config.seed})"],
              ["normalisation", metrics.get("normalisation", "")],
-             ["views", f"{describe_views(metrics.get('views', {}))}; TTA {metrics.get('tta')}"],
+             ["views", f"{describe_views(metrics.get('views', {}))}; TTA {metrics.get('tta')}"
+                       + (f" (test accuracy without it {metrics['without_tta']['test_accuracy']:.4f})"
+                          if "without_tta" in metrics else "")],
              ["backbone", metrics.get("backbone", "")],
              ["runs", ", ".join(metrics.get("runs", []))]]
     return _table(["", "value"], rows)
