@@ -172,6 +172,26 @@ def test_served_transfer_values_equal_extracted_ones_for_orientations_and_webp(e
     np.testing.assert_allclose(served, extracted, atol=1e-6)
 
 
+def test_tta_serving_averages_the_extract_jobs_view_0_and_mirror_of_exif_photos(
+        exported, tmp_path):
+    """`--tta` serving on EXIF-rotated photos: the mean of the head on exactly what the extract
+    job feeds for view 0 and for its mirror (view -1), so the upright photo is what is flipped."""
+    from beam_jobs.augment import mirror
+
+    _, backbone, head = exported
+    serving_dir = export.export_serving(head, backbone, CLASSES, str(tmp_path / "serving"),
+                                        tta=True)
+    files = [_photo_jpeg(w, h, "chelsea", orientation=o, big_endian=o > 4)
+             for o, (w, h) in zip(range(1, 9), PHOTO_SIZES * 2)]
+    served = tf.saved_model.load(serving_dir).signatures["serving_default"](
+        **{export.INPUT_NAME: tf.constant(files)})[export.OUTPUT_PROBABILITIES].numpy()
+    view_0 = np.stack([decode_for_backbone(f, SIZE) for f in files])
+    mirrored = np.stack([mirror(square) for square in view_0])
+    plain = head(backbone(view_0)).numpy()
+    np.testing.assert_allclose(served, (plain + head(backbone(mirrored)).numpy()) / 2, atol=1e-6)
+    assert not np.allclose(served, plain, atol=1e-6)  # the mirror did count
+
+
 def test_pixels_signature_serves_tiff_and_16bit_as_extraction_decodes_them(exported):
     serving_dir, backbone, head = exported
     model = tf.saved_model.load(serving_dir)
