@@ -1,6 +1,9 @@
 """Which `tv-train` defaults: candidate head configs on two unlike datasets, side by side.
 
     python benchmarks/head_defaults.py --workdir=/tmp/defaults --fashion_mnist=/tmp/fm/base
+    python benchmarks/head_defaults.py --workdir=/tmp/defaults_multi \
+        --candidates="softmax (old default),new default (no flags)" \
+        -- --backbone=efficientnet_lite0:multi
 
 Defaults tuned on one dataset are tuned to it.  The candidates run on (1) scikit-learn's
 handwritten digits (1,797 real 8×8 scans, 10 classes: tiny, far from ImageNet, and mirroring
@@ -60,10 +63,11 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--fashion_mnist", default=None, help="a Fashion-MNIST extract output")
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument("extra", nargs="*", help="more tv-extract flags for digits, after --")
     args = parser.parse_args()
     digits = os.path.join(args.workdir, "digits_run")
     info = extract(digits, [f"--source=folder:{make_digits(os.path.join(args.workdir, 'digits'))}",
-                            "--splits=70,15,15"])
+                            "--splits=70,15,15", *args.extra])
     print(f"digits: {info['images']} images, extraction {info['seconds']:.0f} s")
     datasets = {"digits": digits}
     if args.fashion_mnist:
