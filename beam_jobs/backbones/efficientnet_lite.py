@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -225,22 +226,59 @@ def build_model(state_dict: dict[str, np.ndarray], include_top: bool = False,
     return model
 
 
-def _features_model(classifier, taps: tuple[str, ...] = ()):
-    """The pooled 1280-d head, followed by each tap layer's average-pooled activations.
+class Tap(NamedTuple):
+    """An inner layer whose activations join the transfer values, average-pooled over a
+    `grid`×`grid` layout of the feature map (1: global average, as the final features)."""
 
-    The final features come first, so a `:multi` vector's first 1280 values are exactly the
-    plain backbone's transfer values.
+    layer: str
+    channels: int
+    grid: int = 1
+
+    @property
+    def values(self) -> int:
+        return self.channels * self.grid * self.grid
+
+    @property
+    def key(self) -> str:
+        """The tap in the backbone's version (and so its fingerprint)."""
+        return self.layer if self.grid == 1 else f"{self.layer}@{self.grid}x{self.grid}"
+
+
+def grid_pool(feature_map, grid: int):
+    """[N, H, W, C] → [N, grid·grid·C]: the mean over each cell of a grid×grid layout (cells
+    overlap by a row where H is odd: 7×7 → two 4×4 windows at stride 3), so a head sees where
+    in the image a pattern is, not only whether it is there.  Row-major cells, channels last."""
+    import keras
+
+    side = int(feature_map.shape[1])
+    pool = -(-side // grid)
+    stride = (side - pool) // (grid - 1) if grid > 1 else pool
+    if pool + stride * (grid - 1) != side:
+        raise ValueError(f"a {grid}x{grid} grid of equal windows does not tile a {side}x{side} map")
+    pooled = keras.layers.AveragePooling2D(pool, stride)(feature_map)
+    return keras.layers.Flatten()(pooled)
+
+
+def _features_model(classifier, taps: tuple[Tap, ...] = ()):
+    """The pooled 1280-d head, followed by each tap layer's pooled activations.
+
+    The final features come first, so a `:multi` or `:spatial` vector's first 1280 values are
+    exactly the plain backbone's transfer values.
     """
     import keras
 
-    pooled = [classifier.get_layer("avg_pool").output] + [
-        keras.layers.GlobalAveragePooling2D(name=f"{layer}_pool")(classifier.get_layer(layer).output)
-        for layer in taps]
-    outputs = keras.layers.Concatenate(name="multi_pool")(pooled) if taps else pooled[0]
+    def pooled(tap: Tap):
+        output = classifier.get_layer(tap.layer).output
+        if tap.grid == 1:
+            return keras.layers.GlobalAveragePooling2D(name=f"{tap.layer}_pool")(output)
+        return grid_pool(output, tap.grid)
+
+    features = [classifier.get_layer("avg_pool").output] + [pooled(tap) for tap in taps]
+    outputs = keras.layers.Concatenate(name="multi_pool")(features) if taps else features[0]
     return keras.Model(classifier.input, outputs)
 
 
-def _contract_module(classifier, taps: tuple[str, ...] = ()):
+def _contract_module(classifier, taps: tuple[Tap, ...] = ()):
     """A tf.Module whose functions take uint8 images and do the preprocessing themselves.
 
     No `jit_compile`: on this CPU, XLA ran the network some 40x slower than the plain graph.
@@ -267,7 +305,7 @@ def _contract_module(classifier, taps: tuple[str, ...] = ()):
     return module
 
 
-def export_saved_model(export_dir: str, taps: tuple[str, ...] = ()) -> None:
+def export_saved_model(export_dir: str, taps: tuple[Tap, ...] = ()) -> None:
     """Write the contract SavedModel: serving_default -> transfer_values, classify -> logits."""
     import tensorflow as tf
 
@@ -288,15 +326,28 @@ ENTRY = BackboneEntry(
     export=export_saved_model,
 )
 
+
+def tapped_entry(variant: str, taps: tuple[Tap, ...]) -> BackboneEntry:
+    """The embedded backbone with `taps` appended; the taps are part of the version, so the
+    fingerprint and cache key differ and no run or model mixes it with another variant."""
+    return BackboneEntry(
+        name=f"{NAME}:{variant}",
+        image_size=IMAGE_SIZE,
+        feature_dim=FEATURE_DIM + sum(tap.values for tap in taps),
+        version=f"{ENTRY.version}-taps.{'+'.join(tap.key for tap in taps)}",
+        export=functools.partial(export_saved_model, taps=taps),
+    )
+
+
 # `efficientnet_lite0:multi`: the final 1280 features, then the average-pooled output of the
 # 112-channel stage, whose mid-level detail transfers better to far domains (Fashion-MNIST
-# linear probe: 88.30 -> 88.95 %, same forward cost).  The taps are part of the version, so
-# the fingerprint and cache key differ and no run or model mixes it with the plain backbone.
-MULTI_TAPS = (("blocks_10_add", 112),)  # (layer, channels)
-MULTI_ENTRY = BackboneEntry(
-    name=f"{NAME}:multi",
-    image_size=IMAGE_SIZE,
-    feature_dim=FEATURE_DIM + sum(channels for _, channels in MULTI_TAPS),
-    version=f"{ENTRY.version}-taps.{'+'.join(layer for layer, _ in MULTI_TAPS)}",
-    export=functools.partial(export_saved_model, taps=tuple(layer for layer, _ in MULTI_TAPS)),
-)
+# linear probe: 88.30 -> 88.95 %, same forward cost).
+MULTI_TAPS = (Tap("blocks_10_add", 112),)
+MULTI_ENTRY = tapped_entry("multi", MULTI_TAPS)
+
+# `efficientnet_lite0:spatial`: the final 1280 features, then two stages each averaged over a
+# 2×2 grid of the image (where a pattern is, not only whether): 112 channels × 4 cells of the
+# 14×14 stage and 320 × 4 of the last 7×7 block.  Small, centred, far-domain pictures gain
+# most (Fashion-MNIST, BENCHMARKS.md); the forward pass is the same.
+SPATIAL_TAPS = (Tap("blocks_10_add", 112, 2), Tap("blocks_15_project_conv", 320, 2))
+SPATIAL_ENTRY = tapped_entry("spatial", SPATIAL_TAPS)
