@@ -25,7 +25,9 @@ class ExtractOptions(PipelineOptions):
                             help="folder (any Beam filesystem) that receives runs/<run_id>/")
         parser.add_argument("--backbone", default="efficientnet_lite0",
                             help="efficientnet_lite0 (embedded), efficientnet_lite0:multi (the "
-                                 "same + its 112-channel stage pooled, 1392-d), a preset "
+                                 "same + its 112-channel stage pooled, 1392-d), "
+                                 "efficientnet_lite0:spatial (the same + two stages pooled over "
+                                 "a 2x2 grid, 3008-d: small far-domain images), a preset "
                                  "(mobilenet_v2, inception_v3), PRESET=SOURCE, a TF Hub/Kaggle "
                                  "handle, a gs:// or local SavedModel folder, or a .keras file")
         parser.add_argument("--splits", default="80,10,10",
