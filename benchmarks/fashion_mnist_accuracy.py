@@ -3,6 +3,8 @@
     python benchmarks/fashion_mnist_accuracy.py --workdir=/tmp/fm            # every row
     python benchmarks/fashion_mnist_accuracy.py --workdir=/tmp/fm --rows="views: defaults"
     python benchmarks/fashion_mnist_accuracy.py --workdir=/tmp/fm_small --limit=train=3000,test=1000
+    python benchmarks/fashion_mnist_accuracy.py --workdir=/tmp/fms \
+        --rows="base: defaults,views: defaults + tta" -- --backbone=efficientnet_lite0:spatial
 
 1. Runs, each extracted once into `<workdir>/<run>` and reused (extraction is the slow part:
    about 8 minutes per 70,000 records on 2 cores): `base` (plain `tv-extract`) and `views`
@@ -12,7 +14,9 @@
 2. Baseline in the same script: scikit-learn logistic regression on the raw 784 pixels of
    exactly the run's train and test rows (no backbone at all).
 3. One real `tv-train` command per row (benchmarks/train_rows.py); each prints validation and
-   test accuracy, its ratio to the baseline, seconds and the command.  Targets (issue 15):
+   test accuracy, its ratio to the baseline, seconds and the command; a `--tta` row also
+   prints the same head without the mirror (training is the same with or without `--tta`,
+   so that line is the plain row's figure for the same seed).  Targets (issue 15):
    `views: defaults` >= 0.915, `views: tune 20 + tta` >= 0.93 (measured: BENCHMARKS.md).
 """
 
