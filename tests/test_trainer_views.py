@@ -335,3 +335,19 @@ def test_runs_written_before_views_train_exactly_as_they_did(tmp_path, input_for
     assert sum(map(sum, after["confusion_matrix"])) == SMALL["test"] * len(fx.CLASSES)
     assert after["confusion_matrix"] == before["confusion_matrix"]
     assert after["validation_accuracy"] == before["validation_accuracy"]
+
+
+def test_tta_changes_evaluation_only_so_its_plain_figure_is_the_plain_runs(viewed, tmp_path):
+    """`--tta` trains exactly as a plain run (same seed, same draws, same weights), so the
+    accuracy it reports without the mirror is what plain `tv-train` reports."""
+    data, _ = viewed
+    config = TrainConfig(epochs=3, batch_size=16, learning_rate=0.05, seed=3)
+    plain = train_module.train(config, data, str(tmp_path / "plain"), export=False)
+    tta = train_module.train(dataclasses.replace(config, tta=True), data, str(tmp_path / "tta"),
+                             export=False)
+    assert tta["without_tta"] == {"test_accuracy": plain["test_accuracy"],
+                                  "validation_accuracy": plain["validation_accuracy"]}
+    heads = [keras.models.load_model(tmp_path / name / train_module.HEAD_FILE, compile=False)
+             for name in ("plain", "tta")]
+    for a, b in zip(*(head.get_weights() for head in heads)):
+        np.testing.assert_array_equal(a, b)
