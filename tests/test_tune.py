@@ -97,6 +97,33 @@ def test_trials_never_read_the_shards_again(tmp_path):
     assert len(found.rows) == 2 and found.best_trial in {"0", "1"}
 
 
+def test_a_search_stopped_midway_keeps_its_finished_trials(tmp_path, monkeypatch, capsys):
+    """tuning.csv is rewritten after every trial and each trial prints one progress line, so
+    an interrupted search (here: Ctrl-C during the second trial) still says what it found."""
+    fx.write_run(str(tmp_path / "data"), "20240101T000000-a", seed=1)
+    training_data = open_training_data(str(tmp_path / "data"))
+    config = TrainConfig(epochs=2, patience=1, seed=5)
+    fit = tune.HeadSearch.fit
+    started = []
+
+    def interrupted_second_trial(self, *args, **kwargs):
+        started.append(1)
+        if len(started) == 2:
+            raise KeyboardInterrupt
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(tune.HeadSearch, "fit", interrupted_second_trial)
+    with pytest.raises(KeyboardInterrupt):
+        tune.search(config, training_data, SplitCache(training_data, config), str(tmp_path),
+                    trials=3)
+    rows = _tuning_rows(str(tmp_path))
+    assert [row["trial"] for row in rows] == ["0"] and rows[0]["chosen"] == "1"
+    assert 0.0 <= float(rows[0]["val_accuracy"]) <= 1.0 and float(rows[0]["seconds"]) > 0
+    out = capsys.readouterr().out
+    assert "head search: trial 0 done (1/3)" in out
+    assert f"best so far trial 0, validation accuracy {float(rows[0]['val_accuracy']):.4f}" in out
+
+
 @pytest.mark.parametrize("layers", [1, 2])
 def test_hidden_layers_sets_the_head_depth(layers):
     config = TrainConfig(head="hidden", hidden_layers=layers, hidden_units=7)

@@ -110,17 +110,41 @@ class DefaultsFirstOracle(kt.oracles.BayesianOptimizationOracle):
 
 
 class TimedTuner(kt.Tuner):
-    """KerasTuner's Tuner, also noting each trial's epochs and seconds for tuning.csv."""
+    """KerasTuner's Tuner, also noting each trial's epochs and seconds for tuning.csv, and
+    rewriting tuning.csv after every trial: a long search stopped early keeps what it learnt,
+    and one line per trial says how far it is."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, csv_path: Optional[str] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.cost: dict[str, tuple[int, float]] = {}
+        self.csv_path = csv_path
 
     def run_trial(self, trial, *args, **kwargs):
         start = time.perf_counter()
         histories = super().run_trial(trial, *args, **kwargs)
         self.cost[trial.trial_id] = (len(histories[0].epoch), time.perf_counter() - start)
         return histories
+
+    def on_trial_end(self, trial) -> None:
+        super().on_trial_end(trial)
+        rows = self.rows()
+        if self.csv_path and rows:
+            _write_csv(rows, self.csv_path)
+        done = sum(row["val_accuracy"] != "" for row in rows)
+        best = max((row for row in rows if row["val_accuracy"] != ""),
+                   key=lambda row: row["val_accuracy"], default=None)
+        seconds = self.cost.get(trial.trial_id, (0, 0.0))[1]
+        print(f"head search: trial {trial.trial_id} done ({done}/{self.oracle.max_trials}) in "
+              f"{seconds / 60:.1f} min"
+              + (f"; best so far trial {best['trial']}, validation accuracy "
+                 f"{best['val_accuracy']:.4f}" if best else ""), flush=True)
+
+    def rows(self) -> tuple[dict, ...]:
+        """One tuning.csv row per trial so far, the best finished one marked chosen."""
+        trials = list(self.oracle.trials.values())
+        finished = [t for t in trials if t.score is not None]
+        best = self.oracle.get_best_trials(1)[0] if finished else None
+        return tuple(_row(t, self.cost.get(t.trial_id), t is best) for t in trials)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,14 +168,14 @@ def search(base: TrainConfig, training_data: TrainingData, cache: SplitCache, mo
         oracle = DefaultsFirstOracle(objective=OBJECTIVE, max_trials=trials,
                                      num_initial_points=INITIAL_POINTS, seed=base.seed)
         tuner = TimedTuner(oracle=oracle, hypermodel=hypermodel, directory=scratch,
-                           project_name="head_search", overwrite=True)
+                           project_name="head_search", overwrite=True,
+                           csv_path=os.path.join(model_dir, TUNING_CSV))
         tuner.search(verbose=verbose)
         finished = [t for t in tuner.oracle.trials.values() if t.score is not None]
         if not finished:
             raise RuntimeError(f"every one of the {trials} tuning trials failed")
         best = tuner.oracle.get_best_trials(1)[0]
-        rows = tuple(_row(trial, tuner.cost.get(trial.trial_id), trial is best)
-                     for trial in tuner.oracle.trials.values())
+        rows = tuner.rows()
     tuning = Tuning(trial_config(base, best.hyperparameters), best.trial_id, rows)
     _write_csv(rows, os.path.join(model_dir, TUNING_CSV))
     plots.plot_tuning([row["trial"] for row in rows], [row["val_accuracy"] for row in rows],
