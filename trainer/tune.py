@@ -131,8 +131,7 @@ class TimedTuner(kt.Tuner):
         if self.csv_path and rows:
             _write_csv(rows, self.csv_path)
         done = sum(row["val_accuracy"] != "" for row in rows)
-        best = max((row for row in rows if row["val_accuracy"] != ""),
-                   key=lambda row: row["val_accuracy"], default=None)
+        best = next((row for row in rows if row["chosen"]), None)  # the oracle's pick
         seconds = self.cost.get(trial.trial_id, (0, 0.0))[1]
         print(f"head search: trial {trial.trial_id} done ({done}/{self.oracle.max_trials}) in "
               f"{seconds / 60:.1f} min"
