@@ -27,15 +27,19 @@ REQUIRED = [
 
 TEST = [
     "pytest>=8",
-    # Code health, run by .ci/run (configured in pyproject.toml).
+    # Code health, run by .ci/run (configured in ruff.toml and mypy.ini).
     "ruff>=0.6",
     "mypy>=1.10",
-    # Reference architecture and runtime for the backbone parity tests only; 2.13.0 is the CPU
-    # build available offline on our machines (any other version pulls a CUDA build).
-    "torch==2.13.0",
-    "efficientnet-lite-pytorch==0.1.0",
-    # Real photos (chelsea, coffee) for the top-1 parity check.
+    "import-linter>=2.1",
+    # Real photos (chelsea, coffee) for the parity reference inputs and the photo tests.
     "scikit-image>=0.24",
+]
+
+# The live comparison against the PyTorch reference (`make parity`). Not in `test`: PyPI's torch
+# is a CUDA build of several GB; `make test` checks the port against committed reference outputs.
+PARITY = [
+    "torch>=2.5",
+    "efficientnet-lite-pytorch==0.1.0",
 ]
 
 setup(
@@ -46,7 +50,7 @@ setup(
     packages=find_packages(include=["schemas", "schemas.*", "beam_jobs", "beam_jobs.*",
                                     "trainer", "trainer.*"]),
     install_requires=REQUIRED,
-    extras_require={"test": TEST},
+    extras_require={"test": TEST, "parity": TEST + PARITY},
     entry_points={
         "console_scripts": [
             # Through beam_jobs.cli so TensorFlow's start-up banner is filtered before the
