@@ -53,14 +53,14 @@ setup(
     extras_require={"test": TEST, "parity": TEST + PARITY},
     entry_points={
         "console_scripts": [
-            # Through beam_jobs.cli so TensorFlow's start-up banner is filtered before the
-            # command module imports it (see beam_jobs.cli.launch).
-            "tv-extract=beam_jobs.cli:tv_extract",
-            "tv-train=beam_jobs.cli:tv_train",
-            "tv-predict=beam_jobs.cli:tv_predict",
-            "tv-retrain=beam_jobs.cli:tv_retrain",
-            "tv-audit=beam_jobs.cli:tv_audit",
-            "tv-runs=beam_jobs.cli:tv_runs",
+            # Each command's own __main__: it filters TensorFlow's start-up banner, then imports
+            # the command (beam_jobs.cli.launch).
+            "tv-extract=beam_jobs.extract.__main__:console",
+            "tv-train=trainer.train.__main__:console",
+            "tv-predict=trainer.serve.__main__:console",
+            "tv-retrain=trainer.retrain.__main__:console",
+            "tv-audit=trainer.audit.__main__:console",
+            "tv-runs=beam_jobs.runs.__main__:console",
         ],
     },
 )

@@ -66,7 +66,8 @@ def main() -> None:
 
     from PIL import Image
 
-    from beam_jobs import backbones, imaging
+    from beam_jobs import backbones
+    from beam_jobs.images import decode as imaging
 
     paths = [p for p in photos_throughput.make_corpus(args.corpus, args.images * 12 // 11 + 1)
              if p.endswith(".jpg")][:args.images]

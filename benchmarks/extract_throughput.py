@@ -68,7 +68,7 @@ def tutorial_loop(backbone, originals: np.ndarray) -> float:
     import keras
 
     from beam_jobs.backbones import SIGNATURE_OUTPUT
-    from beam_jobs.imaging import resize_to_square
+    from beam_jobs.images.decode import resize_to_square
 
     size = backbone.image_size
     inputs = keras.Input((size, size, 3), dtype="uint8")
@@ -111,7 +111,7 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from beam_jobs import backbones
-    from beam_jobs.imaging import resize_to_square
+    from beam_jobs.images.decode import resize_to_square
 
     backbone = backbones.load(args.backbone)
     originals = fashion_images(max(args.ceiling_n, args.naive_n))

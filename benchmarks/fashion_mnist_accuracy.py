@@ -56,9 +56,9 @@ def split_pixels(training_data, split: str):
     """Raw pixels and label ids of a split's rows, found again from their `idx:` uris."""
     import numpy as np
 
-    from trainer.config import TrainConfig
-    from trainer.data import evaluation_dataset
-    from trainer.thumbnails import ThumbnailLoader
+    from trainer.train.config import TrainConfig
+    from trainer.train.data.dataset import evaluation_dataset
+    from trainer.report.thumbnails import ThumbnailLoader
 
     loader = ThumbnailLoader(training_data.runs)
     pixels, labels = [], []
@@ -95,7 +95,7 @@ def main() -> None:
         print(f"run {run}: {info['images']} images, {info['records']} records, extraction "
               f"{info['seconds']:.0f} s ({rate:.1f} records/s)", flush=True)
 
-    from trainer.data import open_training_data
+    from trainer.train.data.dataset import open_training_data
 
     start = time.perf_counter()
     baseline = pixel_baseline(open_training_data(os.path.join(args.workdir, "base")))

@@ -58,7 +58,7 @@ def features(images: np.ndarray) -> dict[str, np.ndarray]:
 
     from beam_jobs.backbones import efficientnet_lite as lite
     from beam_jobs.backbones.pth_reader import read_state_dict
-    from beam_jobs.imaging import resize_to_square
+    from beam_jobs.images.decode import resize_to_square
 
     port = lite.build_model(read_state_dict(lite.verified_weights_path()), include_top=True,
                             fold_batchnorm=True)
@@ -87,9 +87,9 @@ def head_accuracy(x: np.ndarray, y: np.ndarray, n_train: int, n_val: int) -> tup
     """The default tv-train head on z-scored features: (validation, test) accuracy."""
     import keras
 
-    from trainer.config import TrainConfig
-    from trainer.heads import build_model
-    from trainer.train import loss
+    from trainer.train.config import TrainConfig
+    from trainer.train.heads import build_model
+    from trainer.train.command import loss
 
     config = TrainConfig(seed=42)
     keras.utils.set_random_seed(config.seed)

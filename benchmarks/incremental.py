@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from beam_jobs import extract
+from beam_jobs.extract import pipeline as extract
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 LABELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples",

@@ -104,7 +104,7 @@ def peak_rss_gib() -> float:
 def part_ceiling(paths: list[str], batch: int) -> dict:
     """(a): the backbone on the pixels the job feeds it, decoded beforehand."""
     from beam_jobs import backbones
-    from beam_jobs.imaging import decode_for_backbone
+    from beam_jobs.images.decode import decode_for_backbone
 
     backbone = backbones.load("efficientnet_lite0")
     pixels = np.stack([decode_for_backbone(open(p, "rb").read(), backbone.image_size)

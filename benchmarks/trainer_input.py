@@ -30,10 +30,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tests import trainer_fixtures as fx  # noqa: E402
-from trainer.config import TrainConfig  # noqa: E402
-from trainer.data import dataset, open_training_data  # noqa: E402
-from trainer.heads import build_model  # noqa: E402
+from tests.helpers import fake_runs as fx  # noqa: E402
+from trainer.train.config import TrainConfig  # noqa: E402
+from trainer.train.data.dataset import dataset, open_training_data  # noqa: E402
+from trainer.train.heads import build_model  # noqa: E402
 
 
 def in_memory(training_data, config: TrainConfig) -> tf.data.Dataset:

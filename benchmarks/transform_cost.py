@@ -24,9 +24,10 @@ atexit.register(gc.freeze)  # tensorflow-transform's exit crash (see beam_jobs.c
 
 import apache_beam as beam  # noqa: E402
 
-from beam_jobs import extract, transform  # noqa: E402
-from tests.make_data import write_idx  # noqa: E402
-from tests.tiny_backbone import make_tiny_backbone  # noqa: E402
+from beam_jobs.extract import pipeline as extract  # noqa: E402
+from beam_jobs.extract.stages import tft as transform  # noqa: E402
+from tests.helpers.images import write_idx  # noqa: E402
+from tests.helpers.tiny_backbone import make_tiny_backbone  # noqa: E402
 
 ORIGINAL_EXPAND = transform.AnalyzeAndWriteTransform.expand
 

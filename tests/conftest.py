@@ -14,6 +14,6 @@ atexit.register(gc.freeze)  # see beam_jobs.cli.guard_exit_segfault
 
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory) -> str:
-    from tests.tiny_backbone import make_tiny_backbone
+    from tests.helpers.tiny_backbone import make_tiny_backbone
 
     return make_tiny_backbone(str(tmp_path_factory.mktemp("backbone") / "tiny"))

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from beam_jobs.errors import UserError
+from beam_jobs.cli.errors import UserError
 
 SIGNATURE_INPUT = "images"
 SIGNATURE_OUTPUT = "transfer_values"

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from beam_jobs.backbones import BackboneEntry
-from beam_jobs.errors import UserError
+from beam_jobs.cli.errors import UserError
 
 NAME = "efficientnet_lite0"
 IMAGE_SIZE = 224

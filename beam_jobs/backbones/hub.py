@@ -24,7 +24,7 @@ import sys
 import types
 from typing import Callable, Optional
 
-from beam_jobs.errors import UserError
+from beam_jobs.cli.errors import UserError
 
 # Version of the wrapping code below; part of every wrapped backbone's fingerprint.
 WRAPPER_VERSION = "w1"

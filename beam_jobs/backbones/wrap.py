@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 from beam_jobs.backbones import hub
-from beam_jobs.errors import UserError
+from beam_jobs.cli.errors import UserError
 
 
 def fingerprint(name: str, digest: str, scaling: str, size: int, dim: int) -> str:

@@ -7,7 +7,7 @@ from typing import Callable, Mapping, Optional
 
 import apache_beam as beam
 
-from beam_jobs.errors import UserError
+from beam_jobs.cli.errors import UserError
 
 KINDS = ("folder", "manifest", "tfrecord", "cifar10", "idx")
 

@@ -21,7 +21,7 @@ from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_jobs.errors import UserError
+from beam_jobs.cli.errors import UserError
 from beam_jobs.sources import KeepFirst, OnlyWanted
 from beam_jobs.sources.reading import Candidate, ReadCandidate
 

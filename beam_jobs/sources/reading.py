@@ -18,7 +18,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_jobs.elements import UNREADABLE, SourceImage
+from beam_jobs.sources.elements import UNREADABLE, SourceImage
 
 # Image files are read as they are stored: a `.gz` suffix must not make Beam inflate them.
 AS_STORED = CompressionTypes.UNCOMPRESSED

@@ -25,7 +25,7 @@ BACKBONE = "efficientnet_lite0"
 def extract_output() -> str:
     """The folder tv-retrain reads runs from (one per backbone fingerprint)."""
     from beam_jobs import backbones
-    from trainer.retrain import data_dir
+    from trainer.retrain.command import data_dir
 
     return data_dir(RUNS_ROOT, backbones.load(BACKBONE))
 

@@ -1,8 +1,18 @@
-"""`python -m trainer.audit` = `tv-audit`."""
+"""`tv-audit`, also `python -m trainer.audit`: label issues, near duplicates and outliers.
+
+The command module is named, not imported, here: `launch` filters TensorFlow's start-up banner
+first, then imports it (see beam_jobs.cli.launch).
+"""
 
 import sys
 
-from beam_jobs.cli import main
-from trainer.audit import run
+from beam_jobs.cli.launch import launch
 
-sys.exit(main(run))
+
+def console() -> int:
+    """The `tv-audit` console script (setup.py)."""
+    return launch("trainer.audit.command")
+
+
+if __name__ == "__main__":
+    sys.exit(console())

@@ -15,10 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
-from beam_jobs.errors import UserError
-from beam_jobs.runs import Run, resolve_runs
+from beam_jobs.cli.errors import UserError
+from beam_jobs.runs.read import Run, resolve_runs
 from schemas import record
-from trainer.union import newest_wins
+from trainer.train.data.union import newest_wins
 
 _TEXT_COLUMNS = (record.IMAGE_ID, record.URI, record.LABEL, record.SPLIT)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 
-from beam_jobs.errors import UserError
+from beam_jobs.cli.errors import UserError
 
 _TRUE = {"true", "1", "yes", "y", "t"}
 

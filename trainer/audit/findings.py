@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from beam_jobs.errors import UserError
+from beam_jobs.cli.errors import UserError
 from trainer.audit import label_issues as li
 from trainer.audit.collection import Collection
 from trainer.audit.folds import FoldConfig, out_of_fold_probabilities

@@ -15,7 +15,7 @@ import hashlib
 
 import numpy as np
 
-from beam_jobs.errors import UserError
+from beam_jobs.cli.errors import UserError
 
 _MIN_STEPS_PER_EPOCH = 8
 
@@ -50,8 +50,8 @@ def _fit_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
                  num_classes: int, config: FoldConfig) -> np.ndarray:
     import keras
 
-    from trainer.config import TrainConfig
-    from trainer.heads import build_model
+    from trainer.train.config import TrainConfig
+    from trainer.train.heads import build_model
 
     keras.utils.set_random_seed(config.seed)
     head = TrainConfig(head="softmax", l2=config.l2, learning_rate=config.learning_rate,

@@ -1,0 +1,1 @@
+"""`tv-extract`: images → decoded, deduplicated, split → backbone → committed run of shards."""

@@ -1,0 +1,1 @@
+"""`tv-predict --source`: batch prediction with an exported model, a Beam job."""

@@ -1,0 +1,1 @@
+"""Tiny data makers shared by the tests (imported, not collected)."""

@@ -1,0 +1,1 @@
+"""`report.html` and its pictures: plots, thumbnails, the page style, atomic files."""

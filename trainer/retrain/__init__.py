@@ -1,0 +1,1 @@
+"""`tv-retrain`: extract the new images, train a challenger, promote it only if better."""

@@ -1,0 +1,1 @@
+"""The serving export (one SavedModel) and `tv-predict`, its command."""

@@ -1,0 +1,1 @@
+"""`tv-train`: fit a head on committed runs, keep the best epoch, evaluate on test, export."""

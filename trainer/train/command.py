@@ -1,0 +1,229 @@
+"""`tv-train`: fit a head on committed runs, keep the best epoch, evaluate on test, export.
+
+    tv-train --data=DIR --model_dir=DIR [--head=softmax|hidden] [--epochs N] ...
+
+Everything a Keras callback already does (early stopping with best-weight restore, best
+checkpoint, TensorBoard, CSV log) is done by that callback.  A fixed `--seed` seeds Python,
+NumPy, TensorFlow and the input order, so the same seed gives the same metrics twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+import keras
+
+from beam_jobs import backbones
+from beam_jobs.cli import flags
+from beam_jobs.cli.launch import main
+from beam_jobs.cli.errors import UserError
+from trainer.train import evaluate
+from trainer.train.config import CLASS_WEIGHTS, HEADS, INPUT_FORMATS, TrainConfig
+from trainer.train.data.dataset import (
+    TRAIN, VALIDATION, SplitCache, TrainingData, dataset, exclude_images, feature_moments, open_training_data,
+)
+from trainer.serve.export import SERVING_DIR, export_serving
+from trainer.train.heads import build_model
+from trainer.train.data.transform import TransferValueTransform, load_transform
+from trainer.train.data.views import check_mirrored
+
+CHECKPOINT = os.path.join("checkpoints", "best.weights.h5")
+HEAD_FILE = "head.keras"  # the fitted head alone, so tv-retrain can re-score a champion
+LOGS_DIR = "logs"
+TRAINING_LOG = "training_log.csv"
+MONITOR = "val_accuracy"
+EXAMPLE = """example:
+  tv-train --data=/tmp/tv --model_dir=/tmp/model --head=hidden --epochs=30
+  tv-train --config=train.yaml --learning_rate=0.0005   # flags override the file"""
+
+
+def loss(config: TrainConfig, num_classes: int):
+    """Sparse cross-entropy; with label smoothing, the dense form on one-hot labels (Keras's
+    sparse loss has no smoothing option)."""
+    if config.label_smoothing == 0:
+        return keras.losses.SparseCategoricalCrossentropy()
+    smoothed = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+
+    def smoothed_sparse_crossentropy(label_ids, probabilities):
+        label_ids = keras.ops.reshape(keras.ops.cast(label_ids, "int32"), (-1,))
+        return smoothed(keras.ops.one_hot(label_ids, num_classes), probabilities)
+
+    return smoothed_sparse_crossentropy
+
+
+def callbacks(config: TrainConfig, model_dir: str) -> list[keras.callbacks.Callback]:
+    """Best-epoch restore, best checkpoint and logs: each one stock Keras callback."""
+    chosen = [
+        keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience,
+                                      restore_best_weights=True),
+        keras.callbacks.ModelCheckpoint(os.path.join(model_dir, CHECKPOINT), monitor=MONITOR,
+                                        mode="max", save_best_only=True, save_weights_only=True),
+        keras.callbacks.CSVLogger(os.path.join(model_dir, TRAINING_LOG)),
+    ]
+    # TensorFlow no longer pulls in TensorBoard; without it the callback fails mid-fit.
+    if importlib.util.find_spec("tensorboard") is not None:
+        chosen.append(keras.callbacks.TensorBoard(os.path.join(model_dir, LOGS_DIR)))
+    else:
+        logging.warning("tensorboard is not installed: no TensorBoard logs in %s", model_dir)
+    return chosen
+
+
+def compiled_head(config: TrainConfig, training_data: TrainingData,
+                  moments: tuple) -> keras.Model:
+    """The configured head, compiled; one definition for plain training and every search trial
+    (`moments`: the train split's mean and variance, or (None, None) behind a TFT graph)."""
+    model = build_model(config, training_data.feature_dim, training_data.num_classes, *moments)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                  loss=loss(config, training_data.num_classes),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    return model
+
+
+def fit(config: TrainConfig, training_data: TrainingData, model_dir: str, verbose: int = 0,
+        transform: Optional[TransferValueTransform] = None,
+        cache: Optional[SplitCache] = None) -> tuple[keras.Model, dict]:
+    """Build the configured head and fit it; returns the best-epoch model and its history.
+
+    With a `transform` the input pipeline z-scores the values (TFT); without one the head
+    gets a Normalization layer fitted on the train split.  With a `cache` (a SplitCache, built
+    once for many fits) the data comes from memory and its own transform, not the shards.
+    """
+    if cache is not None:
+        transform = cache.transform
+        moments = (None, None) if transform is not None else cache.feature_moments(config)
+        train_ds, validation_ds = cache.training(config), cache.evaluation(VALIDATION, config)
+    else:
+        moments = ((None, None) if transform is not None
+                   else feature_moments(training_data, config))
+        train_ds = dataset(training_data, TRAIN, config, training=True, transform=transform)
+        validation_ds = dataset(training_data, VALIDATION, config, transform=transform)
+    model = compiled_head(config, training_data, moments)
+    os.makedirs(os.path.join(model_dir, os.path.dirname(CHECKPOINT)), exist_ok=True)
+    weights = training_data.class_weights() if config.class_weights == "balanced" else None
+    history = model.fit(train_ds, validation_data=validation_ds,
+                        epochs=config.epochs, callbacks=callbacks(config, model_dir),
+                        class_weight=weights,
+                        shuffle=False,  # the input pipeline shuffles, seeded; Keras cannot
+                        verbose=verbose)
+    return model, history.history
+
+
+def train(config: TrainConfig, data: str, model_dir: str, *, verbose: int = 0,
+          export: bool = True, exclude: Optional[str] = None, tune: int = 0) -> dict:
+    """Train, evaluate and (unless `export=False`) export; returns the metrics.json content.
+
+    `exclude`: a file of images to leave out (trainer.audit.exclude: an audit CSV or a list of
+    uris / image_ids); metrics.json and the report say how many were left out per split.
+    `tune`: first search that many head configurations (trainer.tune), then train the best.
+    """
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)
+    training_data = open_training_data(data)
+    if exclude:
+        from trainer.audit.exclude import read_exclusions
+
+        training_data = exclude_images(training_data, read_exclusions(exclude), data)
+    if config.tta:  # refused now, not after training
+        check_mirrored(training_data.runs, data)
+    backbone = serving_backbone(training_data) if export else None
+    os.makedirs(model_dir, exist_ok=True)
+    transform = load_transform(training_data.runs)
+    cache, tuning = None, None
+    if tune > 0:  # the trials and the refit of the winner share one read of the splits
+        from trainer.train import tune as head_search
+
+        cache = SplitCache(training_data, config, transform)
+        tuning = head_search.search(config, training_data, cache, model_dir, tune, verbose)
+        config = tuning.config
+    model, history = fit(config, training_data, model_dir, verbose, transform, cache=cache)
+    model.save(os.path.join(model_dir, HEAD_FILE))
+    metrics = evaluate.evaluate(model, training_data, config, model_dir, history, transform)
+    if tuning is not None:
+        metrics = head_search.record(tuning, metrics, model_dir)
+    if backbone is not None:
+        export_serving(model, backbone, training_data.labels, os.path.join(model_dir, SERVING_DIR),
+                       transform=transform, resize_policy=training_data.resize_policy,
+                       jpeg_factor=training_data.jpeg_factor, tta=config.tta)
+    return metrics
+
+
+def serving_backbone(training_data: TrainingData) -> backbones.Backbone:
+    """The runs' backbone, loaded before training so a mismatch costs no training time."""
+    backbone = backbones.load(training_data.backbone_handle)
+    if backbone.fingerprint != training_data.fingerprint:
+        raise UserError(f"The backbone {training_data.backbone_handle!r} now has fingerprint "
+                        f"{backbone.fingerprint}, but the runs were extracted with "
+                        f"{training_data.fingerprint}; re-extract before training.")
+    return backbone
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    defaults = TrainConfig()
+    parser = flags.argument_parser("tv-train", __doc__.split("\n")[0], EXAMPLE)
+    parser.add_argument("--data", required=True,
+                        help="a committed run folder, or an extract output holding runs/")
+    parser.add_argument("--model_dir", required=True, help="where checkpoints, metrics, plots "
+                        "and the serving export go")
+    parser.add_argument("--head", choices=HEADS, default=defaults.head)
+    parser.add_argument("--format", dest="input_format", choices=INPUT_FORMATS,
+                        default=defaults.input_format, help="which shards to stream")
+    parser.add_argument("--class_weights", choices=CLASS_WEIGHTS, default=defaults.class_weights,
+                        help="balanced: weight classes by n / (C * n_c) for imbalanced data")
+    for name in ("epochs", "batch_size", "patience", "seed", "hidden_units", "hidden_layers",
+                 "top_k"):
+        parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
+    for name in ("learning_rate", "dropout", "l2", "label_smoothing"):
+        parser.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
+    parser.add_argument("--exclude", default=None, metavar="FILE",
+                        help="leave out these images: a tv-audit CSV (flagged rows; for "
+                        "near_duplicates.csv every pair's copy uri_b) or a list of uris/image_ids")
+    parser.add_argument("--tune", type=int, default=0, metavar="N",
+                        help="search N head configurations (depth, width, dropout, L2, learning "
+                        "rate, label smoothing, batch size; these flags are then ignored) with "
+                        "KerasTuner and keep the best on validation; see tuning.csv")
+    parser.add_argument("--tta", action="store_true", default=defaults.tta,
+                        help="test-time augmentation: evaluate and serve the mean of each "
+                        "image's and its mirror's probabilities (runs extracted with "
+                        "--mirror_views)")
+    parser.add_argument("--verbose", action="store_true", help="log progress; show tracebacks")
+    return flags.parse_args(parser, argv)  # also reads --config=FILE.yaml; flags override it
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig the flags describe (each flag is named after its field)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def run(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
+    config = config_from_args(args)
+    if not os.path.exists(args.data) and "://" not in args.data:
+        raise UserError(f"--data {args.data} does not exist.")
+    if args.tune < 0:
+        raise UserError(f"--tune must not be negative, got {args.tune}.")
+    flags.check_writable(args.model_dir, "--model_dir")  # fail now, not after training
+    metrics = train(config, args.data, args.model_dir, verbose=2, exclude=args.exclude,
+                    tune=args.tune)
+    if "excluded" in metrics:
+        print(f"excluded {metrics['excluded']['images']} images listed in {args.exclude}")
+    print(f"test accuracy: {metrics['test_accuracy']:.4f} "
+          f"(validation {metrics['validation_accuracy']:.4f})")
+    print(f"outputs: {os.path.abspath(args.model_dir)} "
+          f"(serving model: {os.path.join(os.path.abspath(args.model_dir), SERVING_DIR)})")
+    return metrics
+
+
+def console() -> int:
+    """console_scripts entry point: `tv-train = trainer.train:console`."""
+    return main(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main(run))
