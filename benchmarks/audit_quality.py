@@ -244,8 +244,8 @@ def search_scaling(data: str, sizes: list[int], lists_per_root: list[float],
 
 
 def accuracy(data: str, cache: str, share: float, seed: int) -> dict:
-    from trainer.train.config import TrainConfig
     from trainer.train.command import train
+    from trainer.train.config import TrainConfig
 
     run_dir = audit_data.committed(data)[0]
     noisy = os.path.join(cache, f"noisy-{share}")

@@ -56,9 +56,9 @@ def split_pixels(training_data, split: str):
     """Raw pixels and label ids of a split's rows, found again from their `idx:` uris."""
     import numpy as np
 
+    from trainer.report.thumbnails import ThumbnailLoader
     from trainer.train.config import TrainConfig
     from trainer.train.data.dataset import evaluation_dataset
-    from trainer.report.thumbnails import ThumbnailLoader
 
     loader = ThumbnailLoader(training_data.runs)
     pixels, labels = [], []

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from beam_jobs.sources.idx import read_idx, read_bytes
+from beam_jobs.sources.idx import read_bytes, read_idx
 
 LABELS = os.path.join(os.path.dirname(__file__), "fashion_mnist_labels.txt")
 

@@ -6,7 +6,6 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs.extract.stages.augment import POLICIES
 
-
 COMMIT_EVERY = 20_000  # images per committed chunk; see the --commit_every help and README
 
 

@@ -18,34 +18,47 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from schemas import record
-from beam_jobs.extract.stages import augment
-from beam_jobs import backbones
-from beam_jobs.cli import flags
-from beam_jobs.extract import driver
-from beam_jobs.extract.plan import incremental
-from beam_jobs.runs import extract_jobs as jobs
-from beam_jobs.cli import progress
-from beam_jobs.runs import read as runs
-from beam_jobs import sources
-from beam_jobs.extract.stages.augment import AddViews
-from beam_jobs.runs import commit  # noqa: F401 - tests patch extract.commit
-from beam_jobs.cli.launch import main
-from beam_jobs.images.decode_stage import DecodeImages
-from beam_jobs.sources.elements import INFERENCE_FAILED, ModelInput, dead_letter
+from beam_jobs import backbones, sources
+from beam_jobs.cli import flags, progress
 from beam_jobs.cli.errors import UserError
-from beam_jobs.extract.plan.chunks import (
-    InChunk, ReadChunkPlan, SelectChunk, WritePlan, chunk_count, chunk_of, letter_uri,
-)
-from beam_jobs.extract.stages.inference import BackboneModelHandler, threads_per_worker
+from beam_jobs.cli.launch import main
+from beam_jobs.extract import driver
 from beam_jobs.extract.options import ExtractOptions
-from beam_jobs.runs.sinks import (
-    ToRecordBatches, WriteDeadLetters, WriteShards, WriteStats, originals,
+from beam_jobs.extract.plan import incremental
+from beam_jobs.extract.plan.chunks import (
+    InChunk,
+    ReadChunkPlan,
+    SelectChunk,
+    WritePlan,
+    chunk_count,
+    chunk_of,
+    letter_uri,
 )
 from beam_jobs.extract.plan.splits import (
-    DeduplicateAndSplit, SelectPlanned, SetAsideUnusable, assign_split, parse_percentages, rejected_uri,
+    DeduplicateAndSplit,
+    SelectPlanned,
+    SetAsideUnusable,
+    assign_split,
+    parse_percentages,
+    rejected_uri,
 )
+from beam_jobs.extract.stages import augment
+from beam_jobs.extract.stages.augment import AddViews
+from beam_jobs.extract.stages.inference import BackboneModelHandler, threads_per_worker
 from beam_jobs.extract.stages.tft import AnalyzeAndWriteTransform
+from beam_jobs.images.decode_stage import DecodeImages
+from beam_jobs.runs import commit  # noqa: F401 - tests patch extract.commit
+from beam_jobs.runs import extract_jobs as jobs
+from beam_jobs.runs import read as runs
+from beam_jobs.runs.sinks import (
+    ToRecordBatches,
+    WriteDeadLetters,
+    WriteShards,
+    WriteStats,
+    originals,
+)
+from beam_jobs.sources.elements import INFERENCE_FAILED, ModelInput, dead_letter
+from schemas import record
 
 log = logging.getLogger(__name__)
 _RECORDS = Metrics.counter(progress.NAMESPACE, progress.RECORDS)

@@ -21,11 +21,14 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from beam_jobs.sources.elements import UNREADABLE, ModelInput, SourceImage, dead_letter
 from beam_jobs.images.decode import (
-    RESIZE_POLICY, DecodeError, decode_rgb, resize_one, travels_at_native_size,
+    RESIZE_POLICY,
+    DecodeError,
+    decode_rgb,
+    resize_one,
+    travels_at_native_size,
 )
-from beam_jobs.extract.plan.splits import DEAD_LETTER
+from beam_jobs.sources.elements import DEAD_LETTER, UNREADABLE, ModelInput, SourceImage, dead_letter
 
 # A decoded image, or the (uri, reason, detail) of a rejected one's dead letter.
 _Outcome = Union[ModelInput, tuple[str, str, str]]

@@ -20,11 +20,11 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from beam_jobs.cli.errors import UserError
 from beam_jobs.images import decode as imaging
 from beam_jobs.runs import read as runs
-from beam_jobs.cli.errors import UserError
-from trainer.serve import export
-from trainer.serve.export import INPUT_NAME, LABELS_FILE, OUTPUT_PROBABILITIES, SERVING_DIR
+from schemas import serving as export
+from schemas.serving import INPUT_NAME, LABELS_FILE, OUTPUT_PROBABILITIES, SERVING_DIR
 
 LEGACY_SIGNATURE = "serving_default"
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own guard, as tv-extract's --max_pixels default

@@ -22,17 +22,17 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs.cli import flags
-from beam_jobs.runs import commit
-from beam_jobs.cli import progress
-from beam_jobs.runs import read as runs
 from beam_jobs import sources
-from beam_jobs.cli.launch import main
+from beam_jobs.cli import flags, progress
 from beam_jobs.cli.errors import UserError
+from beam_jobs.cli.launch import main
 from beam_jobs.extract.options import ExtractOptions  # noqa: F401 - its shared flags register first
-from beam_jobs.runs.sinks import STATS_FILE, WriteDeadLetters
 from beam_jobs.predict import model as predict_model
 from beam_jobs.predict import stages
+from beam_jobs.runs import commit
+from beam_jobs.runs import read as runs
+from beam_jobs.runs.sinks import WriteDeadLetters
+from schemas.run import STATS_FILE
 
 EXAMPLE = """example:
   tv-predict --model=/tmp/model --source=folder:/data/new_photos --output=/tmp/predictions

@@ -21,14 +21,19 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from beam_jobs.cli import progress
-from beam_jobs.runs import read as runs
-from beam_jobs.images.decode_stage import DecodeImages
-from beam_jobs.sources.elements import INFERENCE_FAILED, ModelInput, SourceImage, dead_letter
 from beam_jobs.images.decode import DRAFT_FACTOR, DecodeError, resize_one
-from beam_jobs.runs.sinks import STATS_FILE
-from beam_jobs.extract.plan.splits import DEAD_LETTER
+from beam_jobs.images.decode_stage import DecodeImages
 from beam_jobs.predict.model import LoadedModel, Preprocessing, model_input, top_k
 from beam_jobs.predict.model import ModelInput as ServingInput
+from beam_jobs.runs import read as runs
+from beam_jobs.sources.elements import (
+    DEAD_LETTER,
+    INFERENCE_FAILED,
+    ModelInput,
+    SourceImage,
+    dead_letter,
+)
+from schemas.run import STATS_FILE
 
 UNSPLIT = "predict"  # the extract decode stage carries a split; predictions have none
 PREDICTIONS = "predictions"

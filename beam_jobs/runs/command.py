@@ -12,8 +12,9 @@ from typing import Optional, Sequence
 
 from beam_jobs.cli import flags
 from beam_jobs.cli import launch as cli
-from beam_jobs.runs import inventory, read as runs
 from beam_jobs.cli.errors import UserError
+from beam_jobs.runs import inventory
+from beam_jobs.runs import read as runs
 
 EXAMPLE = """example:
   tv-runs list --output=/data/tv

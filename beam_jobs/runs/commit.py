@@ -6,24 +6,17 @@ killed at any point before the marker is invisible to every reader (see `beam_jo
 
 from __future__ import annotations
 
-import datetime
 import json
 import platform
-import secrets
 from typing import Any, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
 import schemas
-from beam_jobs.runs import read as runs, verify
 from beam_jobs.cli.errors import UserError
-from beam_jobs.runs.sinks import STATS_FILE
-
-
-def new_run_id() -> str:
-    """UTC time first so run ids sort by creation; a random suffix so two jobs never collide."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+from beam_jobs.runs import read as runs
+from beam_jobs.runs import verify
+from schemas.run import METADATA_SCHEMA, STATS_FILE
 
 
 def library_versions() -> dict[str, str]:
@@ -83,7 +76,7 @@ def commit(run_dir: str, manifest: dict[str, Any], stats: dict[str, Any],
                     schema_version=schemas.SCHEMA_VERSION)
     feature_dim = manifest["backbone"]["feature_dim"]
     runs.write_text(runs.join(run_dir, runs.LABELS), "".join(f"{label}\n" for label in labels))
-    runs.write_text(runs.join(run_dir, "schema.pbtxt"), str(schemas.metadata_schema(feature_dim)))
+    runs.write_text(runs.join(run_dir, METADATA_SCHEMA), str(schemas.metadata_schema(feature_dim)))
     runs.write_text(runs.join(run_dir, runs.MANIFEST), json.dumps(manifest, indent=2) + "\n")
     FileSystems.delete([runs.join(run_dir, STATS_FILE + ".json")])
     runs.write_text(runs.join(run_dir, runs.SUCCESS), "")

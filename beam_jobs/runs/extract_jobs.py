@@ -24,11 +24,8 @@ from typing import Any, Optional
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.runs import read as runs
+from schemas.run import HEARTBEAT, JOB_FILE, JOBS_DIR, PLAN_DIR  # noqa: F401
 
-JOBS_DIR = "jobs"
-JOB_FILE = "job.json"  # written last: a job folder without it holds no usable plan
-HEARTBEAT = "_HEARTBEAT"
-PLAN_DIR = "plan"
 HEARTBEAT_EVERY_S = 20.0
 HEARTBEAT_STALE_S = 120.0  # another host's job is taken for dead after this long silent
 # Options that change what a job extracts; anything else (shards, batch size, runner) does not.

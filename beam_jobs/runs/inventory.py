@@ -24,7 +24,8 @@ from typing import Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.runs import extract_jobs as jobs, read as runs
+from beam_jobs.runs import extract_jobs as jobs
+from beam_jobs.runs import read as runs
 
 COMMITTED, COMPLETE, IN_PROGRESS = "committed", "complete", "in progress"
 RESUMABLE, ABANDONED = "resumable", "abandoned"

@@ -9,20 +9,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import posixpath
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli.errors import UserError
-
-RUNS_DIR = "runs"
-SUCCESS = "_SUCCESS"
-MANIFEST = "manifest.json"
-LABELS = "labels.txt"
-PARQUET_DIR = "parquet"
-DEAD_LETTERS_DIR = "dead_letters"
-TRANSFORM_FN = "transform_fn"  # tft_beam.WriteTransformFn's folder; TFTransformOutput(run.path)
-STAGING_PREFIX = ".staging-"
+from schemas import record
+from schemas.run import (  # noqa: F401 - the layout's names, read here as runs.MANIFEST …
+    DEAD_LETTERS_DIR,
+    LABELS,
+    MANIFEST,
+    PARQUET_DIR,
+    RUNS_DIR,
+    SUCCESS,
+    TRANSFORM_FN,
+)
 
 
 def join(base: str, *parts: str) -> str:
@@ -114,3 +115,13 @@ def resolve_runs(data: str) -> list[Run]:
         raise UserError(f"No committed run found under {data}: run tv-extract first, or point "
                         f"--data at a folder holding runs/<run_id>/{SUCCESS}.")
     return runs
+
+
+def id_columns(shard: str, columns: Sequence[str] = (record.IMAGE_ID, record.LABEL),
+               batch_rows: int = 65_536) -> Iterator[dict[str, list[str]]]:
+    """Column batches of one Parquet shard, only the named columns: a few bytes per row."""
+    import pyarrow.parquet as pq
+
+    with FileSystems.open(shard, compression_type="uncompressed") as f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=list(columns)):
+            yield batch.to_pydict()

@@ -12,12 +12,12 @@ from typing import Any, Iterable, Iterator
 import apache_beam as beam
 
 import schemas
-from schemas import record
-from beam_jobs.runs import read as runs
 from beam_jobs.extract.plan.splits import TEST, TRAIN, VALIDATION
+from beam_jobs.runs import read as runs
+from schemas import record
+from schemas.run import STATS_FILE
 
 SPLITS = (TRAIN, VALIDATION, TEST)
-STATS_FILE = "_stats"  # transient: folded into manifest.json by the commit, then deleted
 
 
 ARROW_BATCH_ROWS = 1024  # records per Arrow batch: a Parquet row group is about this size

@@ -16,8 +16,8 @@ from typing import Any
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.runs import read as runs
 from beam_jobs.cli.errors import UserError
+from beam_jobs.runs import read as runs
 from schemas import record
 
 _READ = 1 << 20

@@ -17,8 +17,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_jobs.sources.elements import SourceImage
 from beam_jobs.cli.errors import UserError
+from beam_jobs.sources.elements import SourceImage
 from beam_jobs.sources.reading import matches, read_with_retry
 
 _BATCH = re.compile(r"^(data_batch_\d+|test_batch)$")

@@ -10,6 +10,7 @@ from typing import Optional
 import numpy as np
 
 # Dead-letter reasons: a small, documented enum (see README "Dead letters").
+DEAD_LETTER = "dead_letter"  # the tagged output every stage sends rejected inputs to
 EMPTY = "empty"
 NOT_AN_IMAGE = "not_an_image"
 TRUNCATED = "truncated"

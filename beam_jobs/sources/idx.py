@@ -19,8 +19,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_jobs.sources.elements import SourceImage
 from beam_jobs.cli.errors import UserError
+from beam_jobs.sources.elements import SourceImage
 from beam_jobs.sources.reading import read_with_retry
 
 _PARTS = {"train": "train", "t10k": "test", "test": "test"}

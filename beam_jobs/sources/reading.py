@@ -13,7 +13,6 @@ import time
 from typing import Callable, Iterator, Optional
 
 import apache_beam as beam
-
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics

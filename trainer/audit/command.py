@@ -21,8 +21,8 @@ from typing import Sequence
 import numpy as np
 
 from beam_jobs.cli import flags
-from beam_jobs.cli.launch import main
 from beam_jobs.cli.errors import UserError
+from beam_jobs.cli.launch import main
 from trainer.audit import pages as report
 from trainer.audit.collection import Collection, load_collection
 from trainer.audit.duplicates import RULES

@@ -9,11 +9,11 @@ import time
 import numpy as np
 
 from beam_jobs.cli.errors import UserError
+from trainer.audit import duplicates as dup
 from trainer.audit import label_issues as li
 from trainer.audit.collection import Collection
 from trainer.audit.folds import FoldConfig, out_of_fold_probabilities
 from trainer.audit.neighbours import EXACT_LIMIT, Neighbours, nearest_neighbours
-from trainer.audit import duplicates as dup
 from trainer.audit.outliers import OUTLIER_MADS, Outliers, outliers
 
 

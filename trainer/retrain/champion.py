@@ -77,8 +77,8 @@ def test_accuracy(model_dir: str, training_data: TrainingData, config: TrainConf
     (the model may know fewer classes than the union has; their rows count as mistakes)."""
     import keras
 
-    from trainer.train.command import HEAD_FILE
     from trainer.train.data.transform import TransferValueTransform
+    from trainer.train.fit import HEAD_FILE
 
     info = read_model_info(model_dir)
     head = keras.models.load_model(os.path.join(model_dir, HEAD_FILE), compile=False)

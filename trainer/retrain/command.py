@@ -31,11 +31,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from beam_jobs import backbones
-from beam_jobs.extract import pipeline as extract
-from beam_jobs.cli.launch import main
-from beam_jobs.cli.flags import argument_parser
 from beam_jobs.cli.config_file import expand_config
 from beam_jobs.cli.errors import UserError
+from beam_jobs.cli.flags import argument_parser
+from beam_jobs.cli.launch import main
+from beam_jobs.extract import pipeline as extract
 from trainer.retrain import champion, lock
 from trainer.train.config import HEADS, TrainConfig
 from trainer.train.data.dataset import open_training_data

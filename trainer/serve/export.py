@@ -33,32 +33,30 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from beam_jobs.images import decode as imaging
 from beam_jobs.backbones import SIGNATURE_INPUT, SIGNATURE_OUTPUT, Backbone
+from beam_jobs.images import decode as imaging
 from beam_jobs.images.decode import RESIZE_POLICY, resize_to_square
 from beam_jobs.images.decode_tf import decode_for_serving
-
-SERVING_DIR = "serving"
-LABELS_FILE = "labels.txt"
-# The serving contract (DESIGN.md): serving_default(image_bytes) -> {probabilities, label}.
-INPUT_NAME = "image_bytes"
-OUTPUT_PROBABILITIES = "probabilities"
-OUTPUT_LABEL = "label"  # the predicted class name; a serving output, not the record field
-FEATURES_SIGNATURE = "transfer_values"  # image_bytes → backbone output and head input
-OUTPUT_TRANSFER_VALUES = "transfer_values"
-OUTPUT_HEAD_INPUT = "head_input"
-# For clients that decode themselves: pixels uint8 [N, H, W, 3] (one shape per call).
-PIXELS_SIGNATURE = "serving_pixels"  # pixels → {probabilities, label}
-FEATURES_PIXELS_SIGNATURE = "transfer_values_pixels"  # pixels → {transfer_values, head_input}
-PIXELS_INPUT = "pixels"
-# <model_dir>/preprocessing.json: what a pixel client must do before calling PIXELS_SIGNATURE.
-PREPROCESSING_FILE = "preprocessing.json"
-KEY_IMAGE_SIZE = "image_size"
-KEY_RESIZE_POLICY = "resize_policy"
-KEY_JPEG_FACTOR = "jpeg_dct_scaling_factor"
-KEY_PIXELS_SIGNATURE = "pixels_signature"
-KEY_PIXELS_INPUT = "pixels_input"
-KEY_TTA = "tta"  # true: probabilities are the mean over the image and its left-right mirror
+from schemas.serving import (  # noqa: F401 - the contract's names, also as export.X
+    FEATURES_PIXELS_SIGNATURE,
+    FEATURES_SIGNATURE,
+    INPUT_NAME,
+    KEY_IMAGE_SIZE,
+    KEY_JPEG_FACTOR,
+    KEY_PIXELS_INPUT,
+    KEY_PIXELS_SIGNATURE,
+    KEY_RESIZE_POLICY,
+    KEY_TTA,
+    LABELS_FILE,
+    OUTPUT_HEAD_INPUT,
+    OUTPUT_LABEL,
+    OUTPUT_PROBABILITIES,
+    OUTPUT_TRANSFER_VALUES,
+    PIXELS_INPUT,
+    PIXELS_SIGNATURE,
+    PREPROCESSING_FILE,
+    SERVING_DIR,
+)
 
 # Run in a fresh interpreter that imports nothing of ours: proves the export is self-contained.
 _VERIFY_SCRIPT = """

@@ -16,9 +16,9 @@ import sys
 from typing import Sequence
 
 from beam_jobs.cli import flags
-from beam_jobs.cli.launch import main
 from beam_jobs.cli.config_file import expand_config
 from beam_jobs.cli.errors import UserError
+from beam_jobs.cli.launch import main
 from beam_jobs.images.decode import DecodeError
 
 EXAMPLE = """example:

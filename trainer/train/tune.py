@@ -1,6 +1,6 @@
 """`tv-train --tune=N`: a KerasTuner search over the head, on transfer values read once.
 
-Every trial trains on the same in-memory copy of the splits (`trainer.data.SplitCache`), so N
+Every trial trains on the same in-memory copy of the splits (`trainer.train.data.split_cache.SplitCache`), so N
 trials cost N fits, not N reads of the shards.  Trial 0 is the search space's defaults, which are
 `tv-train`'s own (trainer.config: the head measured best across datasets), so a short search
 never ends below plain `tv-train` on validation; the next trials are random draws, then Bayesian optimisation
@@ -23,9 +23,12 @@ from typing import Any, Optional, Sequence
 import keras
 import keras_tuner as kt
 
-from trainer.report import plots, page as report
+from trainer.report import page as report
+from trainer.report import plots
 from trainer.train.config import TrainConfig
-from trainer.train.data.dataset import VALIDATION, SplitCache, TrainingData
+from trainer.train.data.dataset import VALIDATION, TrainingData
+from trainer.train.data.split_cache import SplitCache
+from trainer.train.fit import MONITOR, compiled_head
 
 TUNING_CSV = "tuning.csv"
 TUNING_PNG = "tuning.png"
@@ -71,8 +74,6 @@ class HeadSearch(kt.HyperModel):
         self.base, self.training_data, self.cache = base, training_data, cache
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        from trainer.train.command import compiled_head
-
         config = trial_config(self.base, hp)
         if config.seed is not None:  # every trial (and the final refit) starts alike
             keras.utils.set_random_seed(config.seed)
@@ -82,8 +83,6 @@ class HeadSearch(kt.HyperModel):
         return compiled_head(config, self.training_data, moments)
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, *args, **kwargs):
-        from trainer.train.command import MONITOR
-
         config = trial_config(self.base, hp)
         stop = keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max",
                                              patience=config.patience, restore_best_weights=True)

@@ -18,9 +18,9 @@ from typing import Any, Iterable, Iterator
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from beam_jobs.extract.plan.splits import DedupOutputs, is_repeat, usable
 from beam_jobs.runs import read as runs
-from beam_jobs.sources.elements import UNREADABLE, SourceImage, dead_letter
-from beam_jobs.extract.plan.splits import DEAD_LETTER, DedupOutputs, is_repeat, usable
+from beam_jobs.sources.elements import DEAD_LETTER, UNREADABLE, SourceImage, dead_letter
 
 IMAGES = "images"  # plan/images-*.jsonl: one kept input per line
 DEAD_LETTERS = "dead_letters"  # plan/dead_letters-*.jsonl: first-pass dead letters

@@ -23,9 +23,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_jobs.runs import commit, read as runs
-from beam_jobs.sources.elements import SourceImage
 from beam_jobs.extract.plan.splits import TEST, TRAIN, VALIDATION
+from beam_jobs.runs import commit
+from beam_jobs.runs import read as runs
+from beam_jobs.runs.read import id_columns
+from beam_jobs.sources.elements import SourceImage
 from schemas import record
 
 ALREADY_EXTRACTED_FILE = "_already_extracted"  # transient, like the stats file
@@ -37,16 +39,6 @@ def known_runs(output: str, fingerprint: str) -> list[runs.Run]:
     if not runs.exists(runs.join(output.rstrip("/"), runs.RUNS_DIR)):
         return []
     return [run for run in runs.committed_runs(output) if run.fingerprint == fingerprint]
-
-
-def id_columns(shard: str, columns: Sequence[str] = (record.IMAGE_ID, record.LABEL),
-               batch_rows: int = 65_536) -> Iterator[dict[str, list[str]]]:
-    """Column batches of one Parquet shard, only the named columns: a few bytes per row."""
-    import pyarrow.parquet as pq
-
-    with FileSystems.open(shard, compression_type="uncompressed") as f:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=list(columns)):
-            yield batch.to_pydict()
 
 
 def known_shards(known: Sequence[runs.Run]) -> list[tuple[str, str]]:

@@ -12,13 +12,18 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_jobs.sources.elements import (
-    CONFLICTING_LABELS, DUPLICATE, EMPTY, UNREADABLE, SourceImage, dead_letter,
-)
 from beam_jobs.cli.errors import UserError
+from beam_jobs.sources.elements import (
+    CONFLICTING_LABELS,
+    DEAD_LETTER,
+    DUPLICATE,
+    EMPTY,
+    UNREADABLE,
+    SourceImage,
+    dead_letter,
+)
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
-DEAD_LETTER = "dead_letter"
 _BUCKETS = 10_000
 _HOLD_OUT_FIRST = {TEST: 0, VALIDATION: 1}  # which copy of the same bytes is kept
 

@@ -26,9 +26,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from beam_jobs.sources.elements import ModelInput
 from beam_jobs.cli.errors import UserError
 from beam_jobs.images.decode import resize_one
+from beam_jobs.sources.elements import ModelInput
 from schemas import record
 
 TRAIN = record.SPLITS[0]

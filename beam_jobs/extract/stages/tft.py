@@ -8,7 +8,7 @@ training and serving cannot disagree on the normalisation.
 
 The z-score is elementwise (one mean and standard deviation per dimension of the vector).
 The label vocabulary is TFT's own (most frequent first) and is stored as an artefact; models
-still map labels to ids through the sorted `labels.txt` union (see trainer.data), because a
+still map labels to ids through the sorted `labels.txt` union (the trainer's input does), because a
 union of runs cannot share one run's frequency order.
 """
 
@@ -20,14 +20,6 @@ from schemas import record
 
 LABEL_VOCABULARY = "label"  # <run>/transform_fn/assets/label
 LABEL_INDEX = "label_index"  # transformed feature: index into that vocabulary, -1 if unknown
-
-
-def raw_feature_spec(feature_dim: int) -> dict:
-    """The raw features the transform reads: the label name and the transfer-value vector."""
-    import tensorflow as tf
-
-    return {record.LABEL: tf.io.FixedLenFeature([], tf.string),
-            record.TRANSFER_VALUES: tf.io.FixedLenFeature([feature_dim], tf.float32)}
 
 
 def preprocessing_fn(inputs: dict) -> dict:

@@ -21,9 +21,9 @@ import pytest
 import tensorflow as tf
 
 from beam_jobs import backbones
-from beam_jobs.extract import pipeline as extract
 from beam_jobs.backbones import hub
 from beam_jobs.cli.errors import UserError
+from beam_jobs.extract import pipeline as extract
 from tests.helpers.images import write_idx
 
 FEATURES = 5

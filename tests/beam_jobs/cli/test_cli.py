@@ -12,8 +12,8 @@ import pytest
 
 from beam_jobs.cli import flags
 from beam_jobs.cli import launch as cli
-from beam_jobs.extract import pipeline as extract
 from beam_jobs.cli.errors import UserError
+from beam_jobs.extract import pipeline as extract
 from beam_jobs.extract.options import ExtractOptions
 from trainer.serve import predict
 from trainer.train import command as train

@@ -11,13 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
-from beam_jobs.extract.stages import augment
 from beam_jobs import backbones
-from beam_jobs.extract import pipeline as extract
-from beam_jobs.runs import read as runs, verify
 from beam_jobs.cli.launch import main
-from beam_jobs.sources.elements import ModelInput
+from beam_jobs.extract import pipeline as extract
+from beam_jobs.extract.stages import augment
 from beam_jobs.extract.stages.inference import BackboneModelHandler
+from beam_jobs.runs import read as runs
+from beam_jobs.runs import verify
+from beam_jobs.sources.elements import ModelInput
 from schemas import record
 from tests.helpers.images import class_image, write_folder, write_idx
 

@@ -7,10 +7,12 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs.extract.plan import chunks
-from beam_jobs.extract import driver, pipeline as extract
-from beam_jobs.runs import extract_jobs as jobs, read as runs
 from beam_jobs.cli.launch import main
+from beam_jobs.extract import driver
+from beam_jobs.extract import pipeline as extract
+from beam_jobs.extract.plan import chunks
+from beam_jobs.runs import extract_jobs as jobs
+from beam_jobs.runs import read as runs
 from schemas import record
 from tests.helpers import images as md
 from tests.helpers.images import write_folder
@@ -97,9 +99,9 @@ def test_a_chunk_reads_only_its_own_files(tmp_path):
 
 
 def test_training_on_a_chunked_output_sees_every_image_once(tmp_path, tiny_backbone):
+    from trainer.train.command import train
     from trainer.train.config import TrainConfig
     from trainer.train.data.dataset import evaluation_dataset, open_training_data
-    from trainer.train.command import train
     from trainer.train.data.transform import choose_transform_run
 
     root = write_folder(str(tmp_path / "images"), per_class=12)

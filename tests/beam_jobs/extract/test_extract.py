@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 
 import schemas
-from schemas import record
+from beam_jobs.cli.launch import main
 from beam_jobs.extract import pipeline as extract
 from beam_jobs.runs import read as runs
-from beam_jobs.cli.launch import main
+from schemas import record
 from tests.helpers.images import write_folder, write_idx
 
 

@@ -14,9 +14,10 @@ from typing import Optional
 import pytest
 import tensorflow as tf
 
-from beam_jobs.extract import pipeline as extract
-from beam_jobs.runs import extract_jobs as jobs, read as runs
 from beam_jobs.cli.errors import UserError
+from beam_jobs.extract import pipeline as extract
+from beam_jobs.runs import extract_jobs as jobs
+from beam_jobs.runs import read as runs
 from tests.helpers import images as md
 from tests.helpers.images import write_folder, write_manifest
 from trainer.train.data.dataset import open_training_data

@@ -5,9 +5,9 @@ import shutil
 
 import pyarrow.parquet as pq
 
+from beam_jobs.cli.launch import main
 from beam_jobs.extract import pipeline as extract
 from beam_jobs.runs import read as runs
-from beam_jobs.cli.launch import main
 from schemas import record
 from tests.helpers.images import write_folder
 from tests.helpers.tiny_backbone import make_tiny_backbone

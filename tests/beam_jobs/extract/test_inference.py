@@ -9,8 +9,8 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import backbones
-from beam_jobs.images.decode import resize_to_square
 from beam_jobs.extract.stages.inference import BackboneModelHandler, threads_per_worker
+from beam_jobs.images.decode import resize_to_square
 
 
 @pytest.mark.parametrize("policy", ["squash", "crop", "pad"])

@@ -23,8 +23,8 @@ import tensorflow as tf
 import schemas
 from beam_jobs.cli import flags
 from beam_jobs.extract import pipeline as extract
-from beam_jobs.runs import read as runs
 from beam_jobs.extract.options import ExtractOptions
+from beam_jobs.runs import read as runs
 from tests.helpers.images import class_image, png_bytes, write_idx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

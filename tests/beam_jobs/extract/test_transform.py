@@ -15,14 +15,14 @@ import tensorflow_transform as tft
 from PIL import Image
 
 from beam_jobs.extract import pipeline as extract
-from beam_jobs.runs import read as runs
 from beam_jobs.extract.stages.tft import LABEL_VOCABULARY
+from beam_jobs.runs import read as runs
 from schemas import record
 from tests.helpers import images as make_data
-from trainer.train.config import TrainConfig
-from trainer.train.data.dataset import TRAIN, evaluation_dataset, open_training_data
 from trainer.serve.export import FEATURES_SIGNATURE, OUTPUT_HEAD_INPUT, OUTPUT_TRANSFER_VALUES
 from trainer.train.command import train
+from trainer.train.config import TrainConfig
+from trainer.train.data.dataset import TRAIN, evaluation_dataset, open_training_data
 from trainer.train.data.transform import load_transform
 
 FAST = dict(epochs=6, patience=3, batch_size=16, learning_rate=0.05, seed=3)

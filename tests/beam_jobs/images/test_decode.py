@@ -8,14 +8,21 @@ import pytest
 import tensorflow as tf
 from apache_beam.testing.util import assert_that, equal_to
 
+from beam_jobs.extract.plan.splits import (
+    DeduplicateAndSplit,
+    SelectPlanned,
+    SetAsideUnusable,
+    rejected_uri,
+)
+from beam_jobs.images.decode import (
+    DecodeError,
+    decode_for_backbone,
+    decode_rgb,
+    jpeg_draft_ratio,
+    resize_to_square,
+)
 from beam_jobs.images.decode_stage import DecodeImages
 from beam_jobs.sources.elements import REASONS, SourceImage
-from beam_jobs.images.decode import (
-    DecodeError, decode_for_backbone, decode_rgb, jpeg_draft_ratio, resize_to_square,
-)
-from beam_jobs.extract.plan.splits import (
-    DeduplicateAndSplit, SelectPlanned, SetAsideUnusable, rejected_uri,
-)
 from tests.helpers import images as md
 
 # name → (bytes factory, expected: an RGB shape (H, W) or a dead-letter reason)

@@ -17,9 +17,9 @@ from PIL import Image
 from beam_jobs import backbones
 from beam_jobs.images import decode as imaging
 from beam_jobs.images.decode import decode_for_backbone, jpeg_draft_ratio, resize_to_square
+from beam_jobs.images.decode_tf import decode_for_serving, exif_orientation
 from tests.helpers import images as make_data
 from trainer.serve import export
-from beam_jobs.images.decode_tf import decode_for_serving, exif_orientation
 
 SIZE = 224  # a real backbone's input side: photo sizes then need draft ratios 2, 4 and 8
 PHOTO_SIZES = [(300, 200), (640, 480), (1024, 768), (2048, 1536), (4032, 3024)]

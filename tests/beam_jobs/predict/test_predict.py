@@ -15,13 +15,13 @@ import pytest
 from beam_jobs import backbones
 from beam_jobs.cli.launch import main
 from beam_jobs.images.decode import decode_for_backbone
-from tests.helpers import images as make_data
-from tests.helpers import fake_runs as fx
-from beam_jobs.predict import pipeline as batch_predict
-from trainer.serve import export, predict
 from beam_jobs.predict import model as predict_model
-from trainer.train.config import TrainConfig
+from beam_jobs.predict import pipeline as batch_predict
+from tests.helpers import fake_runs as fx
+from tests.helpers import images as make_data
+from trainer.serve import export, predict
 from trainer.serve.export import SERVING_DIR, export_serving
+from trainer.train.config import TrainConfig
 from trainer.train.heads import build_model
 
 # Every format extraction reads, at sizes the tiny backbone (16 px) really resizes.

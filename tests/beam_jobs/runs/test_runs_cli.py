@@ -7,8 +7,10 @@ import subprocess
 import sys
 import time
 
-from beam_jobs.runs import extract_jobs as jobs, read as runs, command as runs_cli
 from beam_jobs.cli.launch import main
+from beam_jobs.runs import command as runs_cli
+from beam_jobs.runs import extract_jobs as jobs
+from beam_jobs.runs import read as runs
 from tests.helpers import fake_runs as fx
 
 _DAY = 86400

@@ -5,11 +5,12 @@ import os
 
 import pytest
 
-from beam_jobs.runs import commit
-from beam_jobs.extract import driver, pipeline as extract
-from beam_jobs.runs import read as runs, verify
-from beam_jobs.cli.launch import main
 from beam_jobs.cli.errors import UserError
+from beam_jobs.cli.launch import main
+from beam_jobs.extract import driver
+from beam_jobs.extract import pipeline as extract
+from beam_jobs.runs import commit, verify
+from beam_jobs.runs import read as runs
 from tests.helpers.images import write_idx
 
 

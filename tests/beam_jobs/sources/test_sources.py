@@ -9,11 +9,16 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs.cli.errors import UserError
-from beam_jobs.sources import KeepFirst, SourceConfig, read_images
-from beam_jobs.sources import reading
+from beam_jobs.sources import KeepFirst, SourceConfig, read_images, reading
 from beam_jobs.sources.cifar10 import load_batch
 from tests.helpers.images import (
-    class_image, png_bytes, tf_example, write_cifar10, write_idx, write_manifest, write_tfrecord,
+    class_image,
+    png_bytes,
+    tf_example,
+    write_cifar10,
+    write_idx,
+    write_manifest,
+    write_tfrecord,
 )
 
 

@@ -8,11 +8,11 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs.cli.launch import main
 from beam_jobs.cli.errors import UserError
+from beam_jobs.cli.launch import main
 from tests.helpers import fake_runs as fx
-from trainer.train import command as train_module
 from trainer.audit.exclude import read_exclusions
+from trainer.train import command as train_module
 
 
 def _write(path, text: str) -> str:

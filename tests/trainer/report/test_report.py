@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from beam_jobs.runs.read import Run
-from tests.helpers.images import png_bytes, write_idx
 from beam_jobs.sources.idx import find_parts, read_bytes, read_idx
+from tests.helpers.images import png_bytes, write_idx
 from trainer.report.thumbnails import ThumbnailLoader
 
 

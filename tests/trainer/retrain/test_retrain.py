@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from tests.helpers.images import write_idx
-from trainer.retrain import champion, lock, command as retrain
+from trainer.retrain import champion, lock
+from trainer.retrain import command as retrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples", "scheduling")

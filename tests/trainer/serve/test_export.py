@@ -20,6 +20,7 @@ from beam_jobs.images.decode import resize_to_square
 from tests.helpers import fake_runs as fx
 from trainer.serve import export, predict
 from trainer.train import command as train
+from trainer.train import fit
 from trainer.train.config import TrainConfig
 from trainer.train.data.dataset import feature_moments, open_training_data
 from trainer.train.heads import build_model
@@ -78,7 +79,7 @@ def _in_process_probabilities(data: str, model_dir: str, image_paths: list[str])
     config = TrainConfig(head="softmax", batch_size=32, seed=5)
     head = build_model(config, training_data.feature_dim, training_data.num_classes,
                        *feature_moments(training_data, config))
-    head.load_weights(os.path.join(model_dir, train.CHECKPOINT))
+    head.load_weights(os.path.join(model_dir, fit.CHECKPOINT))
     images = np.stack([resize_to_square(tf.io.decode_image(open(p, "rb").read(), channels=3),
                                         backbone.image_size).numpy() for p in image_paths])
     return head.predict_on_batch(backbone(images))
@@ -149,7 +150,7 @@ def test_tta_export_serves_the_mean_over_each_image_and_its_mirror(trained, imag
     data, model_dir = trained
     training_data = open_training_data(data)
     backbone = backbones.load(training_data.backbone_handle)
-    head = keras.models.load_model(os.path.join(model_dir, train.HEAD_FILE), compile=False)
+    head = keras.models.load_model(os.path.join(model_dir, fit.HEAD_FILE), compile=False)
     served = {}
     for tta in (False, True):
         export_dir = export.export_serving(

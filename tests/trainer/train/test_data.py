@@ -13,7 +13,10 @@ from beam_jobs.cli.errors import UserError
 from tests.helpers import fake_runs as fx
 from trainer.train.config import TrainConfig
 from trainer.train.data.dataset import (
-    dataset, evaluation_dataset, feature_moments, open_training_data,
+    dataset,
+    evaluation_dataset,
+    feature_moments,
+    open_training_data,
 )
 
 CONFIG = TrainConfig(batch_size=16, seed=7)

@@ -11,8 +11,8 @@ import pytest
 from beam_jobs.cli.launch import main
 from tests.helpers import fake_runs as fx
 from trainer.train import command as train_module
-from trainer.train.config import TrainConfig
 from trainer.train.command import train
+from trainer.train.config import TrainConfig
 
 # Big steps and few epochs: the fake classes separate within a handful of epochs.
 FAST = dict(epochs=12, patience=4, batch_size=32, learning_rate=0.05, seed=3)

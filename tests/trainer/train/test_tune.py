@@ -15,7 +15,8 @@ from tests.helpers import fake_runs as fx
 from trainer.train import command as train_module
 from trainer.train import tune
 from trainer.train.config import TrainConfig
-from trainer.train.data.dataset import SplitCache, open_training_data
+from trainer.train.data.dataset import open_training_data
+from trainer.train.data.split_cache import SplitCache
 from trainer.train.heads import build_model
 
 # Few epochs: each trial must take seconds; the fake classes separate within a handful.

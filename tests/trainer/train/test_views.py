@@ -10,23 +10,27 @@ import json
 import os
 import shutil
 
+import keras
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import keras
 import tensorflow as tf
 
-from beam_jobs.cli.launch import main
 from beam_jobs.cli.errors import UserError
+from beam_jobs.cli.launch import main
 from schemas import parse_tf_example, record, to_tf_example
 from tests.helpers import fake_runs as fx
-from trainer.train import evaluate
 from trainer.train import command as train_module
+from trainer.train import evaluate
 from trainer.train.config import TrainConfig
 from trainer.train.data.dataset import (
-    SplitCache, dataset, evaluation_dataset, exclude_images, open_training_data,
+    dataset,
+    evaluation_dataset,
+    exclude_images,
+    open_training_data,
 )
+from trainer.train.data.split_cache import SplitCache
 
 CONFIG = TrainConfig(batch_size=16, seed=7)
 K = 2  # augmented views per train image in these runs (+ the original + the mirror = 4)

@@ -23,10 +23,18 @@ from schemas import record, tf_feature_spec
 from trainer.train.config import PARQUET, TFRECORD, TrainConfig
 from trainer.train.data.parquet import parquet_rows
 from trainer.train.data.union import (
-    NONE, Superseded, excluded_records, newest_wins, superseded_filter,
+    NONE,
+    Superseded,
+    excluded_records,
+    newest_wins,
+    superseded_filter,
 )
 from trainer.train.data.views import (
-    N_VIEWS, has_views, one_view_per_image, view_gaps, views_per_image,
+    N_VIEWS,
+    has_views,
+    one_view_per_image,
+    view_gaps,
+    views_per_image,
 )
 
 TRAIN, VALIDATION, TEST = record.SPLITS
@@ -324,6 +332,3 @@ def merged_moments(batches: Iterable[np.ndarray],
         count = total
     return mean.astype(np.float32), (sum_sq_dev / count).astype(np.float32)
 
-
-# Defined in its own module (it reuses this one's readers); importable from here as promised.
-from trainer.train.data.split_cache import SplitCache  # noqa: E402,F401

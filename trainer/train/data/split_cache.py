@@ -19,7 +19,11 @@ import tensorflow as tf
 from schemas import record
 from trainer.train.config import TrainConfig
 from trainer.train.data.dataset import (
-    PARSE_BATCH, TRAIN, TrainingData, merged_moments, parsed_rows,
+    PARSE_BATCH,
+    TRAIN,
+    TrainingData,
+    merged_moments,
+    parsed_rows,
 )
 from trainer.train.data.transform import TransferValueTransform
 from trainer.train.data.views import N_VIEWS, has_views, one_view_per_image

@@ -21,8 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from beam_jobs.cli.errors import UserError
-from beam_jobs.extract.plan.incremental import id_columns
-from beam_jobs.runs.read import Run
+from beam_jobs.runs.read import Run, id_columns
 from schemas import record
 
 _COLUMNS = (record.IMAGE_ID, record.LABEL, record.SPLIT)

@@ -99,7 +99,7 @@ def view_gaps(runs: Sequence[Run], skipped: Collection[str]) -> ViewGaps:
     Records whose image has no view 0 are skipped like superseded ones (the image is not in
     `counts`); a train view an image lacks falls back to its view 0 when drawn.  Images in
     `skipped` (superseded by a newer run) are left alone: they are never read."""
-    from beam_jobs.extract.plan.incremental import id_columns
+    from beam_jobs.runs.read import id_columns
 
     orphans: list[str] = []
     missing: list[str] = []
