@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 from typing import Any, Optional, Sequence
 
 import apache_beam as beam
@@ -21,7 +20,6 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from beam_jobs import backbones, sources
 from beam_jobs.cli import flags, progress
 from beam_jobs.cli.errors import UserError
-from beam_jobs.cli.launch import main
 from beam_jobs.extract import driver
 from beam_jobs.extract.options import ExtractOptions
 from beam_jobs.extract.plan import incremental
@@ -262,11 +260,3 @@ def _check_counts(opts: ExtractOptions) -> None:
                                ("augment_views", opts.augment_views, 0)):
         if value < least:
             raise UserError(f"--{flag}={value} must be at least {least}.")
-
-
-def console() -> int:
-    return main(run)
-
-
-if __name__ == "__main__":
-    sys.exit(console())

@@ -25,7 +25,6 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_jobs import sources
 from beam_jobs.cli import flags, progress
 from beam_jobs.cli.errors import UserError
-from beam_jobs.cli.launch import main
 from beam_jobs.extract.options import ExtractOptions  # noqa: F401 - its shared flags register first
 from beam_jobs.predict import model as predict_model
 from beam_jobs.predict import stages
@@ -217,11 +216,3 @@ def _report(output: str, manifest: dict[str, Any]) -> None:
           f"{manifest['rejected']} rejected {manifest['dead_letters']}")
     print(f"  {elapsed:.1f} s, {manifest['inputs'] / max(elapsed, 1e-9):.1f} images/s, "
           f"model {manifest['model']}")
-
-
-def console() -> int:
-    return main(run)
-
-
-if __name__ == "__main__":
-    sys.exit(console())

@@ -7,11 +7,9 @@
 from __future__ import annotations
 
 import re
-import sys
 from typing import Optional, Sequence
 
 from beam_jobs.cli import flags
-from beam_jobs.cli import launch as cli
 from beam_jobs.cli.errors import UserError
 from beam_jobs.runs import inventory
 from beam_jobs.runs import read as runs
@@ -94,11 +92,3 @@ def run(argv: Optional[Sequence[str]] = None) -> list[inventory.Entry]:
           f"{len(entries) - len(doomed)} (committed, resumable, in progress or younger than "
           f"{args.older_than}).")
     return doomed
-
-
-def console() -> int:
-    return cli.main(run)
-
-
-if __name__ == "__main__":
-    sys.exit(console())

@@ -14,7 +14,6 @@ import argparse
 import collections
 import logging
 import os
-import sys
 import time
 from typing import Sequence
 
@@ -22,7 +21,6 @@ import numpy as np
 
 from beam_jobs.cli import flags
 from beam_jobs.cli.errors import UserError
-from beam_jobs.cli.launch import main
 from trainer.audit import pages as report
 from trainer.audit.collection import Collection, load_collection
 from trainer.audit.duplicates import RULES
@@ -197,7 +195,3 @@ def run(argv: Sequence[str] | None = None) -> dict:
           f"{summary['outliers']['flagged']} outliers")
     print(f"outputs: {os.path.abspath(args.output) if '://' not in args.output else args.output}")
     return summary
-
-
-if __name__ == "__main__":
-    sys.exit(main(run))

@@ -34,7 +34,6 @@ from beam_jobs import backbones
 from beam_jobs.cli.config_file import expand_config
 from beam_jobs.cli.errors import UserError
 from beam_jobs.cli.flags import argument_parser
-from beam_jobs.cli.launch import main
 from beam_jobs.extract import pipeline as extract
 from trainer.retrain import champion, lock
 from trainer.train.config import HEADS, TrainConfig
@@ -192,12 +191,3 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit(EX_TEMPFAIL) from None
     print(f"{entry['decision']}: {entry['reason']}")
     return entry
-
-
-def console(argv: Sequence[str] | None = None) -> int:
-    """`python -m trainer.retrain`; the console script goes through beam_jobs.cli.tv_retrain."""
-    return main(run, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(console())

@@ -18,7 +18,6 @@ from typing import Sequence
 from beam_jobs.cli import flags
 from beam_jobs.cli.config_file import expand_config
 from beam_jobs.cli.errors import UserError
-from beam_jobs.cli.launch import main
 from beam_jobs.images.decode import DecodeError
 
 EXAMPLE = """example:
@@ -113,12 +112,3 @@ def _read(path: str) -> bytes:
 
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         return f.read()
-
-
-def console() -> int:
-    """console_scripts entry point: `tv-predict = trainer.predict:console`."""
-    return main(run)
-
-
-if __name__ == "__main__":
-    sys.exit(main(run))

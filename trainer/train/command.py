@@ -30,7 +30,7 @@ from trainer.train.data.dataset import (
 from trainer.train.data.split_cache import SplitCache
 from trainer.train.data.transform import load_transform
 from trainer.train.data.views import check_mirrored
-from trainer.train.fit import fit
+from trainer.train.fit import HEAD_FILE, fit
 
 EXAMPLE = """example:
   tv-train --data=/tmp/tv --model_dir=/tmp/model --head=hidden --epochs=30

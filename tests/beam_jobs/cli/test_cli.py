@@ -116,8 +116,8 @@ def test_bad_config_file_is_a_user_error(tmp_path, text, sentence):
 def test_console_script_prints_one_sentence_and_no_tensorflow_banner(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; from beam_jobs.cli import tv_predict; "
-                               "sys.exit(tv_predict())",
+        [sys.executable, "-c", "import sys; from trainer.serve.__main__ import console; "
+                               "sys.exit(console())",
          f"--model={tmp_path}", str(tmp_path / "missing.png")],
         capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2
@@ -172,8 +172,8 @@ def test_multi_process_extract_shows_no_banner_a_progress_line_and_skipped_files
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("TF_CPP") and k != "TV_TF_STARTUP_LOGS"}
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; from beam_jobs.cli import tv_extract; "
-                               "sys.exit(tv_extract())",
+        [sys.executable, "-c", "import sys; from beam_jobs.extract.__main__ import console; "
+                               "sys.exit(console())",
          f"--source=folder:{root}", f"--output={tmp_path / 'out'}",
          f"--backbone={tiny_backbone}", "--direct_running_mode=multi_processing",
          "--direct_num_workers=2", "--progress_interval=1"],
