@@ -20,10 +20,10 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from beam_jobs import backbones
 from beam_jobs.cli import progress
 from beam_jobs.cli.errors import UserError
-from beam_jobs.extract.options import ExtractOptions
+from beam_jobs.extract.options import ExtractOptions, threads_per_worker
 from beam_jobs.extract.plan import chunks, incremental
 from beam_jobs.extract.stages import augment
-from beam_jobs.extract.stages.inference import pin_tf_threads, threads_per_worker
+from beam_jobs.extract.stages.inference import pin_tf_threads
 from beam_jobs.images import decode as imaging
 from beam_jobs.runs import commit, sinks
 from beam_jobs.runs import extract_jobs as jobs

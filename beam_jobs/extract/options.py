@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs.extract.stages.augment import POLICIES
@@ -97,3 +99,20 @@ class ExtractOptions(PipelineOptions):
                                  "one plain line per interval in a log)")
         parser.add_argument("--progress_interval", type=float, default=10.0,
                             help="seconds between progress lines")
+
+
+def threads_per_worker(options) -> int:
+    """TF intra-op threads for each worker process, so that workers together fill the cores once.
+
+    `--inference_threads` wins; with DirectRunner's multi_processing each of N workers gets
+    cores // N (two processes with TF's default of one thread per core each would run four
+    busy threads on two cores); otherwise 0, TensorFlow's default.
+    """
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    chosen = options.view_as(ExtractOptions).inference_threads
+    direct = options.view_as(DirectOptions)
+    if chosen or direct.direct_running_mode != "multi_processing":
+        return chosen
+    cores = os.cpu_count() or 1
+    return max(1, cores // (direct.direct_num_workers or cores))

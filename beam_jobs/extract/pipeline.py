@@ -21,7 +21,7 @@ from beam_jobs import backbones, sources
 from beam_jobs.cli import flags, progress
 from beam_jobs.cli.errors import UserError
 from beam_jobs.extract import driver
-from beam_jobs.extract.options import ExtractOptions
+from beam_jobs.extract.options import ExtractOptions, threads_per_worker
 from beam_jobs.extract.plan import incremental
 from beam_jobs.extract.plan.chunks import (
     InChunk,
@@ -42,7 +42,7 @@ from beam_jobs.extract.plan.splits import (
 )
 from beam_jobs.extract.stages import augment
 from beam_jobs.extract.stages.augment import AddViews
-from beam_jobs.extract.stages.inference import BackboneModelHandler, threads_per_worker
+from beam_jobs.extract.stages.inference import BackboneModelHandler
 from beam_jobs.extract.stages.tft import AnalyzeAndWriteTransform
 from beam_jobs.images.decode_stage import DecodeImages
 from beam_jobs.runs import commit  # noqa: F401 - tests patch extract.commit

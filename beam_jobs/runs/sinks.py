@@ -12,12 +12,11 @@ from typing import Any, Iterable, Iterator
 import apache_beam as beam
 
 import schemas
-from beam_jobs.extract.plan.splits import TEST, TRAIN, VALIDATION
 from beam_jobs.runs import read as runs
 from schemas import record
 from schemas.run import STATS_FILE
 
-SPLITS = (TRAIN, VALIDATION, TEST)
+SPLITS = record.SPLITS
 
 
 ARROW_BATCH_ROWS = 1024  # records per Arrow batch: a Parquet row group is about this size

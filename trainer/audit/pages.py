@@ -17,14 +17,14 @@ from typing import Optional
 
 import numpy as np
 
+from trainer.report.page import STYLE, html_page
+
 THUMB_PIXELS = 96
 LABEL_ISSUES_SHOWN = 24
 DUPLICATES_SHOWN = 12
 OUTLIERS_SHOWN = 12
 
-_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}
+_GRID_STYLE = """
 .grid{display:flex;flex-wrap:wrap;gap:8px}.tile{width:200px;font-size:12px;
 overflow-wrap:anywhere}.tile img,.missing{width:96px;height:96px;image-rendering:pixelated;
 border:1px solid #ddd}.missing{display:inline-block;background:#ddd;color:#666;
@@ -87,13 +87,11 @@ def data_quality_section(summary: dict, grids: Mapping[str, Sequence[Sequence[Ti
 
 def audit_page(section: str, summary: dict) -> str:
     files = ", ".join(f'<a href="{name}">{name}</a>' for name in summary["files"])
-    return (f'<!doctype html><html><head><meta charset="utf-8"><title>Data audit</title>'
-            f"<style>{_STYLE}</style></head><body><h1>Data audit</h1>"
-            f"<p>Runs: {html.escape(', '.join(summary['runs']))}; backbone "
-            f"{html.escape(summary['backbone'])}.</p>{section}<p>Files: {files}.</p>"
-            f"</body></html>\n")
+    return html_page("Data audit", _GRID_STYLE,
+                     f"<p>Runs: {html.escape(', '.join(summary['runs']))}; backbone "
+            f"{html.escape(summary['backbone'])}.</p>{section}<p>Files: {files}.</p>")
 
 
 def styled_section(section: str) -> str:
     """The section with its own styles, for pages (report.html) that lack them."""
-    return f"<style>{_STYLE.split('}', 1)[1]}</style>{section}"
+    return f"<style>{STYLE.split('}', 1)[1]}{_GRID_STYLE}</style>{section}"

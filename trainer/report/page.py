@@ -1,121 +1,45 @@
-"""`report.html`: one page that shows a training run — the figures, the plots, the mistakes.
+"""The HTML pages of our outputs (tv-train's report.html, tv-audit's audit.html): one style,
+one page shell and one table, and the sections later commands add to report.html.
 
-Plain HTML with relative links to the PNGs beside it, so the model folder can be copied or
+Plain HTML with relative links to the files beside it, so an output folder can be copied or
 served as it is; no template engine, every value escaped.
 """
 
 from __future__ import annotations
 
-import csv
 import html
 import os
 from typing import Sequence
 
-from trainer.train.config import TrainConfig
-from trainer.train.data.views import describe_views
+from trainer.report.files import write_text
 
-REPORT_FILE = "report.html"
-PICTURES = (("training_curves.png", "Training curves"),
-            ("confusion_matrix.png", "Confusion matrix"),
-            ("errors.png", "Most confident mistakes"),
-            ("embedding_pca.png", "Transfer values, 2-D PCA"))
-_ERRORS_LISTED = 20
-
-_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+REPORT_FILE = "report.html"  # tv-train's page; tv-train --tune and tv-audit add sections
+STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}
-img{max-width:100%;border:1px solid #ddd;margin:.5em 0}"""
+text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}"""
 
 
-def _table(header: Sequence[object], rows: Sequence[Sequence[object]]) -> str:
+def html_page(title: str, extra_style: str, body: str) -> str:
+    """A whole page: the shared style (plus the page's own rules), the title as its heading."""
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>'
+            f"<style>{STYLE}{extra_style}</style></head><body><h1>{title}</h1>{body}"
+            f"</body></html>\n")
+
+
+def table(header: Sequence[object], rows: Sequence[Sequence[object]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
                    for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _summary(metrics: dict, config: TrainConfig) -> str:
-    rows = [["test accuracy", f"{metrics['test_accuracy']:.4f}"],
-            ["validation accuracy", f"{metrics['validation_accuracy']:.4f}"]]
-    rows += [[name.replace("_", "-") + " accuracy", f"{value:.4f}"]
-             for name, value in metrics.get("top_k_accuracy", {}).items() if name != "top_1"]
-    rows += [["test mistakes", metrics.get("errors", "")],
-             ["examples train / validation / test",
-              " / ".join(str(sum(metrics["counts"][s].values())) for s in
-                         ("train", "validation", "test"))],
-             *([["excluded (--exclude)", f"{metrics['excluded']['images']} ("
-                 + ", ".join(f"{s} {metrics['excluded'][s]}" for s in ("train", "validation",
-                                                                       "test")) + ")"]]
-               if "excluded" in metrics else []),
-             ["head", f"{config.head} (lr {config.learning_rate}, batch {config.batch_size}, "
-                      f"seed {config.seed})"],
-             ["normalisation", metrics.get("normalisation", "")],
-             ["views", f"{describe_views(metrics.get('views', {}))}; TTA {metrics.get('tta')}"
-                       + (f" (test accuracy without it {metrics['without_tta']['test_accuracy']:.4f})"
-                          if "without_tta" in metrics else "")],
-             ["backbone", metrics.get("backbone", "")],
-             ["runs", ", ".join(metrics.get("runs", []))]]
-    return _table(["", "value"], rows)
-
-
-def _per_class(metrics: dict) -> str:
-    rows = [[label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
-             m["support"]] for label, m in metrics["per_class"].items()]
-    return _table(["class", "precision", "recall", "F1", "support"], rows)
-
-
-def _errors(model_dir: str) -> str:
-    path = os.path.join(model_dir, "errors.csv")
-    if not os.path.exists(path):
-        return ""
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    return _table(rows[0], rows[1:_ERRORS_LISTED + 1]) if len(rows) > 1 else "<p>none</p>"
-
-
-def write_report(model_dir: str, metrics: dict, config: TrainConfig) -> str:
-    """Write `<model_dir>/report.html` and return its path."""
-    pictures = "".join(f"<h2>{html.escape(title)}</h2><img src=\"{name}\" alt=\"{name}\">"
-                       for name, title in PICTURES if os.path.exists(os.path.join(model_dir, name)))
-    page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>Training report</title>"
-            f"<style>{_STYLE}</style></head><body><h1>Training report</h1>"
-            f"{_summary(metrics, config)}<h2>Per class (test)</h2>{_per_class(metrics)}"
-            f"{pictures}<h2>Most confident mistakes (first {_ERRORS_LISTED}, errors.csv)</h2>"
-            f"{_errors(model_dir)}<p>Files: <a href=\"metrics.json\">metrics.json</a>, "
-            f"<a href=\"confusion_matrix.csv\">confusion_matrix.csv</a>, "
-            f"<a href=\"errors.csv\">errors.csv</a>, <a href=\"training_log.csv\">"
-            f"training_log.csv</a>; TensorBoard: <code>tensorboard --logdir logs</code>.</p>"
-            f"</body></html>\n")
-    path = os.path.join(model_dir, REPORT_FILE)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(page)
-    return path
-
-
-def tuning_section(rows: Sequence[dict], chosen: str, picture: str) -> str:
-    """The head search (`tv-train --tune`): its plot and every trial (tuning.csv's rows),
-    best first, the chosen one marked; a failed trial (no accuracy) comes last."""
-    ranked = sorted(rows, key=lambda row: 1.0 if row["val_accuracy"] == ""
-                    else -float(row["val_accuracy"]))
-    columns = [name for name in rows[0] if name != "chosen"] if rows else []
-    table = _table(columns + [""], [[_cell(row[name]) for name in columns]
-                                    + ["chosen" if row["trial"] == chosen else ""]
-                                    for row in ranked])
-    return (f"<h2>Head search ({len(rows)} trials, tuning.csv)</h2>"
-            f"<p>Trial {html.escape(chosen)} had the best validation accuracy; the exported "
-            f"model is that configuration trained again.</p>"
-            f"<img src=\"{picture}\" alt=\"{picture}\">{table}")
-
-
-def _cell(value: object) -> str:
+def cell(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def add_section(model_dir: str, name: str, fragment: str) -> str:
     """Put `fragment` into report.html before `</body>`, replacing an earlier section of the
     same name (so re-running `tv-audit --model_dir` does not stack copies); returns the path."""
-    from trainer.report.files import write_text
-
     path = os.path.join(model_dir, REPORT_FILE)
     with open(path, encoding="utf-8") as f:
         page = f.read()

@@ -41,7 +41,7 @@ def train(config: TrainConfig, data: str, model_dir: str, *, verbose: int = 0,
           export: bool = True, exclude: Optional[str] = None, tune: int = 0) -> dict:
     """Train, evaluate and (unless `export=False`) export; returns the metrics.json content.
 
-    `exclude`: a file of images to leave out (trainer.audit.exclude: an audit CSV or a list of
+    `exclude`: a file of images to leave out (trainer.train.data.exclude: an audit CSV or a list of
     uris / image_ids); metrics.json and the report say how many were left out per split.
     `tune`: first search that many head configurations (trainer.train.tune), then train the best.
     """
@@ -49,7 +49,7 @@ def train(config: TrainConfig, data: str, model_dir: str, *, verbose: int = 0,
         keras.utils.set_random_seed(config.seed)
     training_data = open_training_data(data)
     if exclude:
-        from trainer.audit.exclude import read_exclusions
+        from trainer.train.data.exclude import read_exclusions
 
         training_data = exclude_images(training_data, read_exclusions(exclude), data)
     if config.tta:  # refused now, not after training

@@ -19,8 +19,8 @@ import numpy as np
 from sklearn import metrics as sk_metrics
 
 from schemas import record
-from trainer.report import page as report
 from trainer.report import plots, thumbnails
+from trainer.train import training_report as report
 from trainer.train.config import TrainConfig
 from trainer.train.data.dataset import TrainingData, evaluation_dataset
 from trainer.train.data.views import views_by_run

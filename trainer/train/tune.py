@@ -25,6 +25,7 @@ import keras_tuner as kt
 
 from trainer.report import page as report
 from trainer.report import plots
+from trainer.train import training_report
 from trainer.train.config import TrainConfig
 from trainer.train.data.dataset import VALIDATION, TrainingData
 from trainer.train.data.split_cache import SplitCache
@@ -229,5 +230,5 @@ def record(tuning: Tuning, metrics: dict, model_dir: str) -> dict:
     with open(os.path.join(model_dir, METRICS_FILE), "w") as f:
         json.dump(metrics, f, indent=2)
     report.add_section(model_dir, "tuning",
-                       report.tuning_section(tuning.rows, tuning.best_trial, TUNING_PNG))
+                       training_report.tuning_section(tuning.rows, tuning.best_trial, TUNING_PNG))
     return metrics

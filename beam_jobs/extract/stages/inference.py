@@ -25,25 +25,6 @@ INTRA_OP_ENV = "TF_NUM_INTRAOP_THREADS"  # read by TensorFlow when its runtime s
 INTER_OP_ENV = "TF_NUM_INTEROP_THREADS"
 
 
-def threads_per_worker(options) -> int:
-    """TF intra-op threads for each worker process, so that workers together fill the cores once.
-
-    `--inference_threads` wins; with DirectRunner's multi_processing each of N workers gets
-    cores // N (two processes with TF's default of one thread per core each would run four
-    busy threads on two cores); otherwise 0, TensorFlow's default.
-    """
-    from apache_beam.options.pipeline_options import DirectOptions
-
-    from beam_jobs.extract.options import ExtractOptions
-
-    chosen = options.view_as(ExtractOptions).inference_threads
-    direct = options.view_as(DirectOptions)
-    if chosen or direct.direct_running_mode != "multi_processing":
-        return chosen
-    cores = os.cpu_count() or 1
-    return max(1, cores // (direct.direct_num_workers or cores))
-
-
 def pin_tf_threads(threads: int) -> None:
     """Give TensorFlow `threads` intra-op and one inter-op thread in this process and in worker
     processes started from it (they inherit the environment); a no-op where TF already runs."""

@@ -9,7 +9,8 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import backbones
-from beam_jobs.extract.stages.inference import BackboneModelHandler, threads_per_worker
+from beam_jobs.extract.options import threads_per_worker
+from beam_jobs.extract.stages.inference import BackboneModelHandler
 from beam_jobs.images.decode import resize_to_square
 
 

@@ -11,8 +11,8 @@ import pytest
 from beam_jobs.cli.errors import UserError
 from beam_jobs.cli.launch import main
 from tests.helpers import fake_runs as fx
-from trainer.audit.exclude import read_exclusions
 from trainer.train import command as train_module
+from trainer.train.data.exclude import read_exclusions
 
 
 def _write(path, text: str) -> str:
