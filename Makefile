@@ -7,7 +7,7 @@ FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 DEMO_LIMIT ?= train=5000,test=1000
 DEMO_OUT ?= demo_output
 
-.PHONY: demo test lint install data clean
+.PHONY: demo test test-fast lint install data clean
 
 install: $(VENV)/.installed
 
@@ -36,10 +36,16 @@ demo: install data
 test: install
 	$(BIN)/python -m pytest -q tests
 
-# Code health (ruff.toml, mypy.ini); .ci/run calls it after the tests.
+# The inner loop: everything but the tests marked slow (tests/conftest.py).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+# Code health (ruff.toml, mypy.ini) and the layout's import rules (.importlinter); .ci/run
+# calls it after the tests.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

@@ -58,7 +58,7 @@ def extracted(tiny_backbone, tmp_path_factory) -> runs.Run:
 
 
 @pytest.fixture(scope="module")
-def trained(extracted, tmp_path_factory) -> tuple[str, dict]:
+def trained_on_extract(extracted, tmp_path_factory) -> tuple[str, dict]:
     model_dir = str(tmp_path_factory.mktemp("model"))
     return model_dir, train(TrainConfig(**FAST), extracted.path, model_dir)
 
@@ -93,18 +93,18 @@ def test_label_vocabulary_holds_exactly_the_runs_labels(extracted):
     assert extracted.labels == list(CLASSES)
 
 
-def test_training_uses_the_runs_transform_instead_of_its_own_normalisation(trained, extracted):
-    model_dir, metrics = trained
+def test_training_uses_the_runs_transform_instead_of_its_own_normalisation(trained_on_extract, extracted):
+    model_dir, metrics = trained_on_extract
     assert "tensorflow-transform" in metrics["normalisation"]
     assert extracted.path in metrics["normalisation"]
     assert load_transform(open_training_data(extracted.path).runs).run_dir == extracted.path
 
 
-def test_serving_and_training_see_identical_transformed_features(trained, extracted):
+def test_serving_and_training_see_identical_transformed_features(trained_on_extract, extracted):
     """For each test and validation image: the head input the tf.data pipeline fed (stored
     values → transform) equals the serving model's (image bytes → decode → backbone →
     transform), for PNG, JPEG, GIF, BMP, transparent PNG and EXIF-rotated JPEG alike."""
-    model_dir, _ = trained
+    model_dir, _ = trained_on_extract
     training_data = open_training_data(extracted.path)
     transform = load_transform(training_data.runs)
     config = TrainConfig(**FAST)
@@ -124,13 +124,13 @@ def test_serving_and_training_see_identical_transformed_features(trained, extrac
                                np.stack([fed[u] for u in uris]), atol=1e-4)
 
 
-def test_serving_sees_exif_rotated_photos_as_the_extract_job_stored_them(trained, extracted):
+def test_serving_sees_exif_rotated_photos_as_the_extract_job_stored_them(trained_on_extract, extracted):
     """The extract job's own output (Pillow: DCT-scaled decode, then EXIF transpose) against the
     serving graph's TF decode of the same sideways-stored JPEG bytes."""
     stored = {uri: values for split in ("train", "validation", "test")
               for uri, values in _split_rows(extracted, split).items()}
     rotated = sorted(uri for uri in stored if uri.endswith("rotated.jpg"))
-    serving = tf.saved_model.load(os.path.join(trained[0], "serving"))
+    serving = tf.saved_model.load(os.path.join(trained_on_extract[0], "serving"))
     out = serving.signatures[FEATURES_SIGNATURE](
         image_bytes=tf.constant([open(uri, "rb").read() for uri in rotated]))
     assert len(rotated) == len(CLASSES)

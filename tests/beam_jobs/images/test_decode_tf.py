@@ -144,7 +144,7 @@ def test_animated_webp_is_refused_instead_of_crashing_the_server():
 # --- the exported SavedModel ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> tuple[str, backbones.Backbone, keras.Model]:
+def export_224px(tmp_path_factory) -> tuple[str, backbones.Backbone, keras.Model]:
     """A serving export around a 224-px tiny backbone and an untrained head."""
     from tests.helpers.tiny_backbone import make_tiny_backbone
 
@@ -160,8 +160,8 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-def test_served_transfer_values_equal_extracted_ones_for_orientations_and_webp(exported):
-    serving_dir, backbone, _ = exported
+def test_served_transfer_values_equal_extracted_ones_for_orientations_and_webp(export_224px):
+    serving_dir, backbone, _ = export_224px
     files = [_photo_jpeg(w, h, "chelsea", orientation=o, big_endian=o > 4)
              for o, (w, h) in zip(range(1, 9), PHOTO_SIZES * 2)]
     photo = make_data.photo(640, 480, "coffee")
@@ -174,12 +174,12 @@ def test_served_transfer_values_equal_extracted_ones_for_orientations_and_webp(e
 
 
 def test_tta_serving_averages_the_extract_jobs_view_0_and_mirror_of_exif_photos(
-        exported, tmp_path):
+        export_224px, tmp_path):
     """`--tta` serving on EXIF-rotated photos: the mean of the head on exactly what the extract
     job feeds for view 0 and for its mirror (view -1), so the upright photo is what is flipped."""
     from beam_jobs.extract.stages.augment import mirror
 
-    _, backbone, head = exported
+    _, backbone, head = export_224px
     serving_dir = export.export_serving(head, backbone, CLASSES, str(tmp_path / "serving"),
                                         tta=True)
     files = [_photo_jpeg(w, h, "chelsea", orientation=o, big_endian=o > 4)
@@ -193,8 +193,8 @@ def test_tta_serving_averages_the_extract_jobs_view_0_and_mirror_of_exif_photos(
     assert not np.allclose(served, plain, atol=1e-6)  # the mirror did count
 
 
-def test_pixels_signature_serves_tiff_and_16bit_as_extraction_decodes_them(exported):
-    serving_dir, backbone, head = exported
+def test_pixels_signature_serves_tiff_and_16bit_as_extraction_decodes_them(export_224px):
+    serving_dir, backbone, head = export_224px
     model = tf.saved_model.load(serving_dir)
     photo = make_data.photo(400, 300, "astronaut")
     files = [_encode(photo, "TIFF"), make_data.multipage_tiff(), make_data.png_16bit()]
@@ -211,8 +211,8 @@ def test_pixels_signature_serves_tiff_and_16bit_as_extraction_decodes_them(expor
         CLASSES[i] for i in out[export.OUTPUT_PROBABILITIES].numpy().argmax(-1)]
 
 
-def test_pixels_signature_uses_square_pixels_as_given_and_resizes_others(exported):
-    serving_dir, backbone, _ = exported
+def test_pixels_signature_uses_square_pixels_as_given_and_resizes_others(export_224px):
+    serving_dir, backbone, _ = export_224px
     features = tf.saved_model.load(serving_dir).signatures[export.FEATURES_PIXELS_SIGNATURE]
     square = make_data.photo(SIZE, SIZE, "chelsea")[None]
     wide = make_data.photo(300, 200, "chelsea")[None]
@@ -221,8 +221,8 @@ def test_pixels_signature_uses_square_pixels_as_given_and_resizes_others(exporte
         np.testing.assert_array_equal(out[export.OUTPUT_TRANSFER_VALUES].numpy(), backbone(fed))
 
 
-def test_export_writes_preprocessing_json_beside_labels(exported):
-    model_dir = os.path.dirname(exported[0])
+def test_export_writes_preprocessing_json_beside_labels(export_224px):
+    model_dir = os.path.dirname(export_224px[0])
     with open(os.path.join(model_dir, export.PREPROCESSING_FILE)) as f:
         preprocessing = json.load(f)
     assert preprocessing == {

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs import backbones
 from beam_jobs.cli.launch import main
 from beam_jobs.images.decode import decode_for_backbone
 from beam_jobs.predict import model as predict_model
@@ -20,9 +18,6 @@ from beam_jobs.predict import pipeline as batch_predict
 from tests.helpers import fake_runs as fx
 from tests.helpers import images as make_data
 from trainer.serve import export, predict
-from trainer.serve.export import SERVING_DIR, export_serving
-from trainer.train.config import TrainConfig
-from trainer.train.heads import build_model
 
 # Every format extraction reads, at sizes the tiny backbone (16 px) really resizes.
 FORMATS = {
@@ -35,23 +30,6 @@ FORMATS = {
     "rotated.jpg": make_data.exif_rotated_jpeg,
     "frames.webp": make_data.animated_webp,
 }
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_backbone, tmp_path_factory) -> tuple[Any, Any, str]:
-    """(head, backbone, model_dir): a softmax head with fixed, decisive weights over the tiny
-    backbone, exported as tv-train exports it (training itself is tests/test_trainer_*)."""
-    backbone = backbones.load(tiny_backbone)
-    head = build_model(TrainConfig(head="softmax", seed=5), backbone.feature_dim,
-                       len(fx.CLASSES))
-    rng = np.random.default_rng(5)
-    head.set_weights([rng.normal(0.0, 3.0, w.shape).astype(np.float32)
-                      for w in head.get_weights()])
-    model_dir = str(tmp_path_factory.mktemp("model"))
-    with pytest.MonkeyPatch.context() as patch:  # the fresh-process check: test_trainer_export
-        patch.setattr(export, "verify_in_fresh_process", lambda *args: None)
-        export_serving(head, backbone, sorted(fx.CLASSES), os.path.join(model_dir, SERVING_DIR))
-    return head, backbone, model_dir
 
 
 @pytest.fixture(scope="module")

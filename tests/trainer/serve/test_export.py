@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -19,14 +17,12 @@ from beam_jobs.cli.launch import main
 from beam_jobs.images.decode import resize_to_square
 from tests.helpers import fake_runs as fx
 from trainer.serve import export, predict
-from trainer.train import command as train
 from trainer.train import fit
 from trainer.train.config import TrainConfig
 from trainer.train.data.dataset import feature_moments, open_training_data
 from trainer.train.heads import build_model
 
-CLI_FLAGS = ["--head", "softmax", "--label_smoothing", "0", "--epochs", "10", "--patience", "4",
-             "--batch_size", "32", "--learning_rate", "0.05", "--seed", "5"]
+
 
 # Runs in a fresh interpreter, isolated (-I) in a folder without our packages.
 FRESH_CLIENT = """
@@ -39,20 +35,6 @@ ours = sorted(m for m in sys.modules if m.split(".")[0] in ("beam_jobs", "traine
 print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
                   "label": [s.decode() for s in out["label"].numpy()], "ours": ours}))
 """
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_backbone, tmp_path_factory) -> tuple[str, str]:
-    """`tv-train` through its CLI entry, on a run whose backbone is a real SavedModel;
-    returns (data, model_dir)."""
-    data = fx.write_servable_run(str(tmp_path_factory.mktemp("extract")), tiny_backbone)
-    model_dir = str(tmp_path_factory.mktemp("model"))
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        code = main(train.run, ["--data", data, "--model_dir", model_dir, *CLI_FLAGS])
-    assert code == 0
-    assert "test accuracy:" in stdout.getvalue() and model_dir in stdout.getvalue()
-    return data, model_dir
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def separable_runs(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(separable_runs, tmp_path_factory) -> dict[str, tuple[str, dict]]:
+def three_heads(separable_runs, tmp_path_factory) -> dict[str, tuple[str, dict]]:
     """Three trainings shared by the tests below: each head once, softmax twice (same seed)."""
     results = {}
     for name, head, weights in (("softmax", "softmax", "none"),
@@ -47,14 +47,14 @@ def _training_log(model_dir: str) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize("head", ["softmax", "hidden"])
-def test_head_separates_separable_classes(trained, head):
-    _, metrics = trained[head]
+def test_head_separates_separable_classes(three_heads, head):
+    _, metrics = three_heads[head]
     assert metrics["test_accuracy"] > 0.9
     assert metrics["labels"] == list(fx.CLASSES)
 
 
-def test_training_writes_metrics_plots_errors_and_best_checkpoint(trained):
-    model_dir, metrics = trained["softmax"]
+def test_training_writes_metrics_plots_errors_and_best_checkpoint(three_heads):
+    model_dir, metrics = three_heads["softmax"]
     for name in ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png",
                  "training_curves.png", "errors.csv", "training_log.csv", "errors.png",
                  "embedding_pca.png", "report.html",
@@ -79,8 +79,8 @@ def test_training_writes_metrics_plots_errors_and_best_checkpoint(trained):
     assert all(row["true"] != row["predicted"] for row in errors)
 
 
-def test_same_seed_gives_identical_metrics(trained):
-    (first_dir, first), (second_dir, second) = trained["softmax"], trained["softmax_again"]
+def test_same_seed_gives_identical_metrics(three_heads):
+    (first_dir, first), (second_dir, second) = three_heads["softmax"], three_heads["softmax_again"]
     assert first == second
     assert _training_log(first_dir) == _training_log(second_dir)
 
@@ -108,16 +108,16 @@ def test_cli_missing_data_exits_2_with_one_sentence(tmp_path, capsys):
     assert "nowhere" in err
 
 
-def test_metrics_report_top_k_accuracy_up_to_the_class_count(trained):
-    _, metrics = trained["hidden"]
+def test_metrics_report_top_k_accuracy_up_to_the_class_count(three_heads):
+    _, metrics = three_heads["hidden"]
     top_k = metrics["top_k_accuracy"]
     assert list(top_k) == ["top_1", "top_2", "top_3"]  # 3 classes cap the default k=5
     assert top_k["top_1"] == pytest.approx(metrics["test_accuracy"])
     assert top_k["top_1"] <= top_k["top_2"] <= top_k["top_3"] == 1.0
 
 
-def test_report_page_shows_every_picture_and_the_figures(trained):
-    model_dir, metrics = trained["softmax"]
+def test_report_page_shows_every_picture_and_the_figures(three_heads):
+    model_dir, metrics = three_heads["softmax"]
     with open(os.path.join(model_dir, "report.html")) as f:
         page = f.read()
     for picture in ("training_curves.png", "confusion_matrix.png", "errors.png",
