@@ -6,7 +6,7 @@
 One forward pass of EfficientNet-Lite0 (the exported port, BatchNorm folded, as the
 `efficientnet_lite0*` backbones run it) over Fashion-MNIST images enlarged to 224 as the
 extract job enlarges them, keeping every candidate tap at once (cached in the workdir); then,
-per variant (a `+`-joined list of taps), the default `tv-train` head (trainer.heads with
+per variant (a `+`-joined list of taps), the default `tv-train` head (trainer.train.heads with
 TrainConfig's defaults, z-scored on the train rows, early stopping on validation) and its
 test accuracy.  The baseline, run side by side, is `final`: the plain backbone's 1280 values.
 """

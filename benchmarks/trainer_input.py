@@ -7,7 +7,7 @@ shards per split) and measures the first epoch (streamed from the shards) and th
 epoch (the parsed split is cached in memory when it fits) of:
 (a) baseline: `tf.data.Dataset.from_tensor_slices` over in-memory numpy arrays, shuffled,
     batched, prefetched (the fastest tf.data can hand Keras the same values);
-(b) streamed: `trainer.data.dataset(training=True)` over the GZIP TFRecord shards;
+(b) streamed: `trainer.train.data.dataset.dataset(training=True)` over the GZIP TFRecord shards;
 (c) streamed: the same over the Parquet shards (`--format=parquet`);
 as raw iteration (examples/s of the input alone), and `model.fit` of the softmax head after a
 warm-up epoch (examples/s of a training epoch: what the user waits for).
@@ -37,7 +37,7 @@ from trainer.train.heads import build_model  # noqa: E402
 
 
 def in_memory(training_data, config: TrainConfig) -> tf.data.Dataset:
-    """The train split read once into numpy, then served like `trainer.data` serves it."""
+    """The train split read once into numpy, then served like `trainer.train.data.dataset` serves it."""
     values, labels = zip(*dataset(training_data, "train", config).as_numpy_iterator())
     x, y = np.concatenate(values), np.concatenate(labels)
     return (tf.data.Dataset.from_tensor_slices((x, y))

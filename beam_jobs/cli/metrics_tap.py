@@ -1,7 +1,7 @@
 """Beam metrics of a job running on the local FnApiRunner, read while it runs.
 
 The FnApiRunner builds `PipelineResult.metrics()` only once the whole job is over; the progress
-line (`beam_jobs.progress`) needs the counters and gauges of bundles as they finish, and of
+line (`beam_jobs.cli.progress`) needs the counters and gauges of bundles as they finish, and of
 bundles still running.  `BundleMetricsTap` observes them for the length of a `with` block.
 """
 

@@ -1,6 +1,6 @@
 """The extract job's driver: plan once, extract chunk by chunk, commit each, resume the rest.
 
-`tv-extract` finds the job its options name (beam_jobs.jobs): an unfinished one resumes at its
+`tv-extract` finds the job its options name (beam_jobs.runs.extract_jobs): an unfinished one resumes at its
 first uncommitted chunk, a finished one extracts nothing (unless --incremental, which plans a
 new delta job, or --extract_again).  Otherwise it runs the first graph (plan + chunk 0),
 commits the plan (`job.json`), commits chunk 0, then one graph per remaining chunk.  A kill at

@@ -14,7 +14,7 @@ COMMIT_EVERY = 20_000  # images per committed chunk; see the --commit_every help
 class ExtractOptions(PipelineOptions):
     # Not argparse's required=True: Beam parses every PipelineOptions subclass for every
     # pipeline in the process, so that would break unrelated pipelines (tests, TFT's own).
-    # beam_jobs.cli.parse_pipeline_options checks these instead.
+    # beam_jobs.cli.flags.parse_pipeline_options checks these instead.
     REQUIRED = ("source", "output")
 
     @classmethod

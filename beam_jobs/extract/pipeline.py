@@ -110,7 +110,7 @@ def build_pipeline(p: beam.Pipeline, opts: ExtractOptions, backbone: backbones.B
                    known_runs: Sequence[runs.Run] = (), plan_dir: Optional[str] = None) -> None:
     """A job's first graph: plan every input, then extract the first chunk into `run_dir`.
 
-    With `plan_dir` the plan is written there for the other chunks (see beam_jobs.chunks);
+    With `plan_dir` the plan is written there for the other chunks (see beam_jobs.extract.plan.chunks);
     with one chunk (a job of at most --commit_every images) this is the whole job.
     `transform_temp_dir` is tensorflow-transform's scratch folder (see `_transform_temp_dir`).
     """
@@ -237,7 +237,7 @@ def _extract_chunk(selected, first_letters, inputs, labels, opts: ExtractOptions
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Parse flags (ours and Beam's in one parser), then plan, extract and commit the job's
-    chunks, resuming the same command's unfinished job (beam_jobs.driver)."""
+    chunks, resuming the same command's unfinished job (beam_jobs.extract.driver)."""
     options = flags.parse_pipeline_options(argv, ExtractOptions, prog="tv-extract",
                                          description=__doc__.split("\n")[0], example=EXAMPLE,
                                          beam_note=BEAM_NOTE)

@@ -3,7 +3,7 @@
 Photos leave this stage already resized to the backbone's S×S input, so no batch ever holds
 full-resolution pixels, and JPEGs are decoded in the DCT domain at reduced scale
 (`imaging.jpeg_draft_ratio`).  Images no larger than S travel at their native size and are
-enlarged in batches by `beam_jobs.inference` with the same arithmetic.
+enlarged in batches by `beam_jobs.extract.stages.inference` with the same arithmetic.
 
 Decoding runs on a small thread pool inside the DoFn (Pillow and TensorFlow release the GIL)
 while the bundle's thread runs the backbone on earlier images: both cores stay busy.

@@ -1,9 +1,9 @@
-"""The extract job's Pillow decode (`beam_jobs.imaging.decode_for_backbone`) in TensorFlow ops.
+"""The extract job's Pillow decode (`beam_jobs.images.decode.decode_for_backbone`) in TensorFlow ops.
 
 The serving SavedModel must hand its backbone the very pixels the extract job handed it, with
 no Python in the graph, so each Pillow step is mirrored here:
 
-- JPEG (CMYK too): decoded in the DCT domain at the scale `beam_jobs.imaging.jpeg_draft_ratio`
+- JPEG (CMYK too): decoded in the DCT domain at the scale `beam_jobs.images.decode.jpeg_draft_ratio`
   picks from the *stored* size (Pillow's `draft`), with the accurate integer IDCT, then turned
   upright by the EXIF (or XMP) Orientation tag (`ImageOps.exif_transpose`, after the draft
   decode).  Pixel for pixel equal to Pillow at ratios 1, 2, 4 and 8 (tests/test_serving_decode.py).
@@ -39,7 +39,7 @@ def decode_for_serving(image_bytes: tf.Tensor, size: int, policy: str,
 
 def decode_like_pillow(image_bytes: tf.Tensor, draft_size: int = 0,
                        jpeg_factor: int = 0) -> tf.Tensor:
-    """Encoded bytes → uint8 RGB [H, W, 3], what `beam_jobs.imaging.decode_rgb(encoded,
+    """Encoded bytes → uint8 RGB [H, W, 3], what `beam_jobs.images.decode.decode_rgb(encoded,
     draft_size=draft_size)` returns (EXIF orientation applied), for JPEG, PNG, GIF, BMP, WebP."""
     def jpeg():
         decoded = decode_jpeg_drafted(image_bytes, draft_size, jpeg_factor)
@@ -92,7 +92,7 @@ def _is_plain_rgb_bmp(head: tf.Tensor) -> tf.Tensor:
 
 
 def jpeg_ratio_index(image_bytes: tf.Tensor, size: int, factor: int) -> tf.Tensor:
-    """Index into (1, 2, 4, 8) of `beam_jobs.imaging.jpeg_draft_ratio` on the stored size:
+    """Index into (1, 2, 4, 8) of `beam_jobs.images.decode.jpeg_draft_ratio` on the stored size:
     the largest ratio that leaves both sides at least `size * factor` (integer division)."""
     if size <= 0 or factor <= 0:
         return tf.constant(0, tf.int32)

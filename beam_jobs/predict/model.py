@@ -1,7 +1,7 @@
 """An exported model as `tv-predict` uses it: what it expects as input, and how to call it.
 
 Both forms of `tv-predict` (image files, and the Beam batch job) decode with the extract job's
-own Pillow path, `beam_jobs.imaging.decode_for_backbone`, and feed the resulting pixels to the
+own Pillow path, `beam_jobs.images.decode.decode_for_backbone`, and feed the resulting pixels to the
 export's pixels signature, so every format extraction accepts (TIFF, 16-bit, CMYK, WebP, EXIF
 rotated photos) is classified from exactly the pixels its training features came from.
 

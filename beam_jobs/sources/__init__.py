@@ -20,7 +20,7 @@ class SourceConfig:
     label_names: Optional[list[str]] = None
     tfrecord_image_keys: tuple[str, ...] = ()
     tfrecord_label_keys: tuple[str, ...] = ()
-    # Only inputs whose uri passes are wanted (one chunk of a job, see beam_jobs.chunks);
+    # Only inputs whose uri passes are wanted (one chunk of a job, see beam_jobs.extract.plan.chunks);
     # folder and manifest sources apply it before reading any bytes, others may ignore it.
     uri_filter: Optional[Callable[[str], bool]] = None
 

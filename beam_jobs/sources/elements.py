@@ -69,7 +69,7 @@ class ModelInput:
     label: str
     split: str
     image: np.ndarray  # uint8 [S, S, 3], or [H, W, 1 or 3] with H, W <= S
-    view: int = 0  # schemas.record.ORIGINAL_VIEW; its mirror or augmented views: beam_jobs.augment
+    view: int = 0  # schemas.record.ORIGINAL_VIEW; its mirror or augmented views: beam_jobs.extract.stages.augment
 
 
 def dead_letter(uri: str, stage: str, reason: str, detail: str) -> str:

@@ -1,6 +1,6 @@
 """The audited collection: every example of the committed runs, all splits, in memory.
 
-The audit looks at each image once, the way training sees the union (trainer.union: newest run
+The audit looks at each image once, the way training sees the union (trainer.train.data.union: newest run
 wins an image_id), so a relabelled image is judged by its new label.  Rows are read from the
 runs' Parquet shards (columnar, through Beam's `FileSystems`, so `gs://` reads like a local
 path); only the image itself (`record.ORIGINAL_VIEW`) is read: cached augmented views and

@@ -3,7 +3,7 @@ never saw, so every example gets probabilities from a model its label did not te
 
 Folds come from a stable hash of the image_id (not the row order), so the same collection gives
 the same folds on every machine and a new run does not reshuffle the old images.  The head is
-the trainer's softmax head (trainer.heads) fitted on z-scored transfer values for a fixed
+the trainer's softmax head (trainer.train.heads) fitted on z-scored transfer values for a fixed
 number of epochs: on frozen features it is a regularised multinomial logistic regression and
 costs seconds per fold.
 """

@@ -5,7 +5,7 @@
 One command for a scheduler (cron, systemd timer, Kubernetes CronJob, Airflow).  Under
 `--workdir`:
 
-    retrain.lock                      held for the whole run (see trainer.lock); a second
+    retrain.lock                      held for the whole run (see trainer.retrain.lock); a second
                                       overlapping run exits with code 75 (EX_TEMPFAIL)
     transfer_values/<backbone>/runs/  committed runs of one backbone: the full run, then deltas
     models/<model_id>/                one trained model per (runs used, settings); complete or absent

@@ -1,13 +1,13 @@
 """Serving export: encoded image bytes in, class probabilities and label out, one SavedModel.
 
-The exported graph chains decode → `beam_jobs.imaging.resize_to_square` (with the runs' resize
+The exported graph chains decode → `beam_jobs.images.decode.resize_to_square` (with the runs' resize
 policy) → the backbone's own SavedModel → the run's tensorflow-transform graph (when the runs
 have one) → the trained head, i.e. the very functions that produced the training features, so
 serving cannot drift from training.  The `transfer_values` signature returns the backbone
 output and the transformed head input, so that claim can be checked (and debugged).
 
-Decoding: the extract job decodes with Pillow (`beam_jobs.imaging.decode_for_backbone`), serving
-with TensorFlow ops (`trainer.serving_decode`) that mirror it step by step: DCT-scaled JPEG
+Decoding: the extract job decodes with Pillow (`beam_jobs.images.decode.decode_for_backbone`), serving
+with TensorFlow ops (`beam_jobs.images.decode_tf`) that mirror it step by step: DCT-scaled JPEG
 decode at the run's factor, EXIF orientation, 16-bit PNG, transparency on white; pixel for pixel
 on JPEG, PNG, GIF, BMP and WebP.  Formats TF cannot decode (TIFF, …) go to `serving_pixels`,
 which takes decoded uint8 pixels and resizes them with the same function (an S×S input is used
@@ -197,7 +197,7 @@ def export_serving(model: keras.Model, backbone: Backbone, labels: Sequence[str]
                    jpeg_factor: int | None = None, tta: bool = False) -> str:
     """Write the serving SavedModel to `export_dir`, and `labels.txt` and `preprocessing.json`
     beside it; return the dir.  `jpeg_factor`: the runs' `options.decode.
-    jpeg_dct_scaling_factor` (None: this version's `beam_jobs.imaging.DRAFT_FACTOR`); `tta`:
+    jpeg_dct_scaling_factor` (None: this version's `beam_jobs.images.decode.DRAFT_FACTOR`); `tta`:
     serve the mean over each image and its mirror (`tv-train --tta`)."""
     factor = imaging.DRAFT_FACTOR if jpeg_factor is None else int(jpeg_factor)
     export_dir = os.path.abspath(export_dir)

@@ -4,9 +4,9 @@
     tv-predict --model=MODEL_DIR --source=KIND:URI --output=DIR [--top_k=5] [Beam options]
 
 Images are decoded by the extract job's own Pillow path and fed to the export as pixels
-(`trainer.predict_model`), so whatever extraction reads predicts from the very pixels training
+(`beam_jobs.predict.model`), so whatever extraction reads predicts from the very pixels training
 saw.  The model is loaded with plain `tf.saved_model.load`, as any client would, so this
-command is also the smoke test of an export.  The batch form is `trainer.batch_predict`.
+command is also the smoke test of an export.  The batch form is `beam_jobs.predict.pipeline`.
 """
 
 from __future__ import annotations

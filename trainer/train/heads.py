@@ -1,7 +1,7 @@
 """Classification heads on transfer values, each built by one function from the config.
 
 Heads take z-scored transfer values.  When the runs carry a tensorflow-transform graph, the
-input pipeline and the serving model apply it (trainer.transform) and the head has no
+input pipeline and the serving model apply it (trainer.train.data.transform) and the head has no
 normalisation of its own; for runs without one, the head starts with a `Normalization` layer
 holding the train split's mean and variance, so the z-score still travels inside the model.  Training code receives a `keras.Model` and never asks which head it is.
 """

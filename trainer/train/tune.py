@@ -2,7 +2,7 @@
 
 Every trial trains on the same in-memory copy of the splits (`trainer.train.data.split_cache.SplitCache`), so N
 trials cost N fits, not N reads of the shards.  Trial 0 is the search space's defaults, which are
-`tv-train`'s own (trainer.config: the head measured best across datasets), so a short search
+`tv-train`'s own (trainer.train.config: the head measured best across datasets), so a short search
 never ends below plain `tv-train` on validation; the next trials are random draws, then Bayesian optimisation
 proposes the rest.  Every trial starts from the same random seed, so training the winner once
 more through the ordinary path (checkpoint, logs, evaluation, report, serving export) gives back

@@ -146,7 +146,7 @@ def test_worker_processes_banner_is_filtered_but_their_real_errors_pass(tmp_path
     its other lines and the parent's own stderr still arrive."""
     child = ("import sys; sys.stderr.write(" + repr(_BANNER + "worker: a real error\n") + ")")
     script = ("import subprocess, sys\n"
-              "from beam_jobs.worker_stderr import children_stderr_filtered\n"
+              "from beam_jobs.cli.worker_stderr import children_stderr_filtered\n"
               "with children_stderr_filtered():\n"
               f"    subprocess.run([sys.executable, '-c', {child!r}])\n"
               "    print('parent: still a terminal' if sys.stderr.isatty() else 'parent: here',"

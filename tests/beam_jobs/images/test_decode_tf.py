@@ -1,5 +1,5 @@
-"""The serving graph sees each photo as the extract job did: trainer.serving_decode against
-beam_jobs.imaging.decode_for_backbone (Pillow), and the exported signatures end to end."""
+"""The serving graph sees each photo as the extract job did: beam_jobs.images.decode_tf against
+beam_jobs.images.decode.decode_for_backbone (Pillow), and the exported signatures end to end."""
 
 from __future__ import annotations
 

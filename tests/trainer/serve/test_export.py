@@ -1,4 +1,4 @@
-"""trainer.export and tv-predict: the serving model outside our code, and equal to our pipeline."""
+"""trainer.serve.export and tv-predict: the serving model outside our code, and equal to our pipeline."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""trainer.data: the union of committed runs, and the runs it refuses to train on."""
+"""trainer.train.data.dataset: the union of committed runs, and the runs it refuses to train on."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""trainer.tune: `tv-train --tune=N` searches heads on values read once and exports the best."""
+"""trainer.train.tune: `tv-train --tune=N` searches heads on values read once and exports the best."""
 
 from __future__ import annotations
 

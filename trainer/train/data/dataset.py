@@ -4,7 +4,7 @@ Shards are read straight from the run folders (any filesystem TensorFlow reads, 
 included), interleaved, parsed a thousand records per vectorised op, kept in memory when the
 split fits (so only the first epoch pays for GZIP and protobuf), shuffled for training and
 batched.  Runs with cached views give training one view per image per epoch, drawn after the
-cache, and evaluation view 0 (trainer.views).  Labels are mapped by *name* through the
+cache, and evaluation view 0 (trainer.train.data.views).  Labels are mapped by *name* through the
 union vocabulary: a record's `label_id` indexes its own run's labels.txt, and two runs may
 disagree on it.
 """
@@ -52,9 +52,9 @@ class TrainingData:
     feature_dim: int
     fingerprint: str
     backbone_handle: str  # what `beam_jobs.backbones.load` takes to get the same backbone back
-    superseded: Superseded = NONE  # older copies of an image_id a newer run holds (trainer.union)
+    superseded: Superseded = NONE  # older copies of an image_id a newer run holds (trainer.train.data.union)
     excluded: Mapping[str, int] = dataclasses.field(default_factory=dict)  # --exclude, per split
-    missing_views: tuple[str, ...] = ()  # `<image_id>|<slot>` train views lost (trainer.views)
+    missing_views: tuple[str, ...] = ()  # `<image_id>|<slot>` train views lost (trainer.train.data.views)
 
     @property
     def num_classes(self) -> int:
@@ -207,7 +207,7 @@ def _records(files: Sequence[str], n_views: Optional[Sequence[int]], count: Opti
 
 def _parser(training_data: TrainingData, with_uri: bool, transform=None, with_views=False):
     """A batch of records → (transfer_values, label_id[, uri]), the values transformed by the
-    run's tensorflow-transform graph when there is one (see trainer.transform); `with_views`:
+    run's tensorflow-transform graph when there is one (see trainer.train.data.transform); `with_views`:
     a dict of those and image_id, view and n_views instead, for picking views."""
     spec = tf_feature_spec(training_data.feature_dim)
     keys = ((record.TRANSFER_VALUES, record.LABEL) + ((record.URI,) if with_uri else ())
@@ -292,8 +292,8 @@ def dataset(training_data: TrainingData, split: str, config: TrainConfig, *,
     """(transfer_values float32[B, D], label_id int64[B]) batches of one split, for Keras.
 
     `training=True` shuffles (seeded by `config.seed`, reshuffled every epoch) and presents
-    one view of each image per epoch (trainer.views); otherwise only view 0 is read.
-    `transform` (a `trainer.transform.TransferValueTransform`) is applied when given.
+    one view of each image per epoch (trainer.train.data.views); otherwise only view 0 is read.
+    `transform` (a `trainer.train.data.transform.TransferValueTransform`) is applied when given.
     """
     return _parsed(training_data, split, config, training, False, transform)
 

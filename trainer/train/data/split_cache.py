@@ -1,6 +1,6 @@
 """The training data's splits read once and kept in memory, for many fits (the head search).
 
-`trainer.data.dataset` streams the shards again for every dataset it builds (its tf.data
+`trainer.train.data.dataset.dataset` streams the shards again for every dataset it builds (its tf.data
 cache lives and dies with that dataset), so N trials of a search would read and parse every
 shard N times.  A SplitCache reads each split once, through the very reader and parser
 `dataset` uses (same order, same transform), into numpy arrays, and builds every dataset it
@@ -64,7 +64,7 @@ class SplitCache:
 
     def training(self, config: TrainConfig) -> tf.data.Dataset:
         """(transfer_values, label_id) batches: one view per image per epoch, shuffled with
-        `config.seed`, as `trainer.data.dataset(..., training=True)` gives them."""
+        `config.seed`, as `trainer.train.data.dataset.dataset(..., training=True)` gives them."""
         rows = tf.data.Dataset.from_tensor_slices(self._splits[TRAIN])
         if has_views(self.training_data.runs, TRAIN):
             rows = one_view_per_image(rows, config.seed, self.training_data.missing_views)
@@ -91,7 +91,7 @@ class SplitCache:
 
     def feature_moments(self, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
         """Train-split (view 0) mean and variance, merged in `config.batch_size` batches like
-        `trainer.data.feature_moments`, so both give the same Normalization layer."""
+        `trainer.train.data.dataset.feature_moments`, so both give the same Normalization layer."""
         features = self._original_train()[record.TRANSFER_VALUES]
         batches = (features[i:i + config.batch_size]
                    for i in range(0, len(features), config.batch_size))

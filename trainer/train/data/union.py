@@ -8,7 +8,7 @@ relabel replaces the old label instead of teaching both, and no image counts twi
 
 Only the `image_id`, `label` and `split` columns of the Parquet shards are read (a few bytes
 per row, as numpy arrays, not Python sets); with a single run there is nothing to read.  All
-of this is by image: an image's cached views (trainer.views) share its image_id, so skipping
+of this is by image: an image's cached views (trainer.train.data.views) share its image_id, so skipping
 `<run>|<image_id>` skips every view of it, and only view-0 rows are counted.
 """
 
