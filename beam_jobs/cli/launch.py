@@ -1,5 +1,6 @@
-"""What every console script shares: the exit-code contract, one log format, quiet TensorFlow,
-`--config` files, `--help` with a worked example, and the TFT exit guard.
+"""How every console script starts and ends: TensorFlow's start-up banner filtered before
+TensorFlow is imported, one log format, the TFT exit guard, and the exit-code contract (flags,
+`--config` and `--help` are beam_jobs.cli.flags).
 
 Exit codes: 0 success; 2 a problem the user can fix (bad flag, missing input, unknown backbone,
 unwritable output), stated as one sentence on stderr; anything else is a bug and keeps its
