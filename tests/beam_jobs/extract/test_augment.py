@@ -2,7 +2,6 @@
 whose runs hold images + views while every count of images stays what it was."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -20,6 +19,7 @@ from beam_jobs.runs import read as runs
 from beam_jobs.runs import verify
 from beam_jobs.sources.elements import ModelInput
 from schemas import record
+from tests.helpers import REPO_ROOT
 from tests.helpers.images import class_image, write_folder, write_idx
 
 DEFAULT, NO_FLIP = augment.POLICIES["default"], augment.POLICIES["no_flip"]
@@ -38,13 +38,13 @@ def _left_dark_right_bright(size: int = 32) -> np.ndarray:
 
 def test_same_image_and_view_give_identical_pixels_in_another_process():
     here = augment.augment(_photo(), "abc", 2, DEFAULT)
-    code = ("import sys, numpy as np; from beam_jobs import augment; "
+    code = ("import sys, numpy as np; from beam_jobs.extract.stages import augment; "
             "rng = np.random.default_rng(3); "
             "photo = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8); "
             "sys.stdout.buffer.write(augment.augment(photo, 'abc', 2, "
             "augment.POLICIES['default']).tobytes())")
     there = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True,
-                           cwd=os.path.dirname(os.path.dirname(__file__))).stdout
+                           cwd=REPO_ROOT).stdout
     assert here.tobytes() == there
     np.testing.assert_array_equal(here, augment.augment(_photo(), "abc", 2, DEFAULT))
 

@@ -18,6 +18,7 @@ from beam_jobs.cli.errors import UserError
 from beam_jobs.extract import pipeline as extract
 from beam_jobs.runs import extract_jobs as jobs
 from beam_jobs.runs import read as runs
+from tests.helpers import REPO_ROOT
 from tests.helpers import images as md
 from tests.helpers.images import write_folder, write_manifest
 from trainer.train.data.dataset import open_training_data
@@ -41,7 +42,7 @@ def _start(source: str, out: str, backbone: str, run_id: str, log) -> subprocess
             f"--run_id={run_id}", "--direct_running_mode=in_memory", "--no_progress"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                            cwd=REPO_ROOT)
 
 
 def _kill_at_random_points(procs: dict, out: str, rng: random.Random) -> dict:
@@ -191,7 +192,7 @@ def test_sigkill_at_random_points_of_a_chunked_job_then_rerun_holds_each_input_o
             f"--output={out}", f"--backbone={tiny_backbone}", "--num_shards=1",
             "--commit_every=8", "--direct_running_mode=in_memory", "--no_progress"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cwd = REPO_ROOT
     kills, in_flight, attempts = 0, [], 0
     while True:
         attempts += 1

@@ -25,9 +25,10 @@ from beam_jobs.cli import flags
 from beam_jobs.extract import pipeline as extract
 from beam_jobs.extract.options import ExtractOptions
 from beam_jobs.runs import read as runs
+from tests.helpers import REPO_ROOT
 from tests.helpers.images import class_image, png_bytes, write_idx
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 
 
 def _extract(tmp_path, backbone: str, *beam_flags: str, out: str | None = None) -> dict:

@@ -19,11 +19,12 @@ import time
 import numpy as np
 import pytest
 
+from tests.helpers import REPO_ROOT
 from tests.helpers.images import write_idx
 from trainer.retrain import champion, lock
 from trainer.retrain import command as retrain
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 EXAMPLES = os.path.join(ROOT, "examples", "scheduling")
 FAST = ("--epochs=12", "--batch_size=16", "--learning_rate=0.05", "--patience=12",
         "--num_shards=1")

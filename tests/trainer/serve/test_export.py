@@ -22,8 +22,6 @@ from trainer.train.config import TrainConfig
 from trainer.train.data.dataset import feature_moments, open_training_data
 from trainer.train.heads import build_model
 
-
-
 # Runs in a fresh interpreter, isolated (-I) in a folder without our packages.
 FRESH_CLIENT = """
 import json, sys
