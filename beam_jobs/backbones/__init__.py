@@ -20,23 +20,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from beam_jobs.backbones.entry import (  # noqa: F401 - also backbones.X
+    METADATA_FILE,
+    SIGNATURE_INPUT,
+    SIGNATURE_OUTPUT,
+    BackboneEntry,
+    write_metadata,
+)
 from beam_jobs.cli.errors import UserError
-
-SIGNATURE_INPUT = "images"
-SIGNATURE_OUTPUT = "transfer_values"
-METADATA_FILE = "backbone.json"  # stored in the SavedModel's assets.extra/
-
-
-@dataclasses.dataclass(frozen=True)
-class BackboneEntry:
-    """A registered backbone: how to build its contract SavedModel, and what it promises."""
-
-    name: str
-    image_size: int
-    feature_dim: int
-    version: str  # bump when weights or preprocessing change; part of the fingerprint and cache key
-    export: Callable[[str], None]  # writes the contract SavedModel into an empty directory
-
 
 _REGISTRY: dict[str, BackboneEntry] = {}
 _LOADED: dict[str, object] = {}
@@ -89,15 +80,6 @@ class Backbone:
 
         out = self.signature()(**{SIGNATURE_INPUT: tf.constant(images)})
         return out[SIGNATURE_OUTPUT].numpy()
-
-
-def write_metadata(export_dir: str, name: str, image_size: int, feature_dim: int,
-                   fingerprint: str) -> None:
-    extra = os.path.join(export_dir, "assets.extra")
-    os.makedirs(extra, exist_ok=True)
-    with open(os.path.join(extra, METADATA_FILE), "w") as f:
-        json.dump({"name": name, "image_size": image_size, "feature_dim": feature_dim,
-                   "fingerprint": fingerprint}, f, indent=2)
 
 
 def _fingerprint(entry: BackboneEntry) -> str:

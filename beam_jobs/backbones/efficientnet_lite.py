@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from beam_jobs.backbones import BackboneEntry
+from beam_jobs.backbones.entry import BackboneEntry
 from beam_jobs.cli.errors import UserError
 
 NAME = "efficientnet_lite0"

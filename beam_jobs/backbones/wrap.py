@@ -72,7 +72,7 @@ def exporter(preset: "hub.Preset", path: str, digest: str):
         import numpy as np
         import tensorflow as tf
 
-        from beam_jobs.backbones import write_metadata
+        from beam_jobs.backbones.entry import write_metadata
 
         model = hub.load_source(path)
         call, stated_size = hub.model_call(model)

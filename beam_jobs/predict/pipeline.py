@@ -12,7 +12,6 @@ predictions-*.csv, dead_letters/*.jsonl, manifest.json (inputs = predicted + rej
 from __future__ import annotations
 
 import datetime
-import json
 import sys
 import time
 from typing import Any, Optional, Sequence
@@ -195,9 +194,7 @@ def commit_predictions(output: str, stats: dict[str, Any], manifest: dict[str, A
     manifest = dict(manifest, inputs=stats["inputs"], predicted=stats["predicted"],
                     rejected=rejected, dead_letters=stats["dead_letters"],
                     durations={"total_s": round(elapsed, 2)})
-    runs.write_text(runs.join(output, runs.MANIFEST), json.dumps(manifest, indent=2) + "\n")
-    FileSystems.delete([runs.join(output, STATS_FILE + ".json")])
-    runs.write_text(runs.join(output, runs.SUCCESS), "")
+    commit.publish(output, manifest)
     return manifest
 
 

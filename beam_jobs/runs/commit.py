@@ -77,10 +77,16 @@ def commit(run_dir: str, manifest: dict[str, Any], stats: dict[str, Any],
     feature_dim = manifest["backbone"]["feature_dim"]
     runs.write_text(runs.join(run_dir, runs.LABELS), "".join(f"{label}\n" for label in labels))
     runs.write_text(runs.join(run_dir, METADATA_SCHEMA), str(schemas.metadata_schema(feature_dim)))
-    runs.write_text(runs.join(run_dir, runs.MANIFEST), json.dumps(manifest, indent=2) + "\n")
-    FileSystems.delete([runs.join(run_dir, STATS_FILE + ".json")])
-    runs.write_text(runs.join(run_dir, runs.SUCCESS), "")
+    publish(run_dir, manifest)
     return manifest
+
+
+def publish(folder: str, manifest: dict[str, Any]) -> None:
+    """The last steps of every commit (a run, or batch predictions): manifest.json, the
+    transient stats dropped, then `_SUCCESS`, the marker readers go by."""
+    runs.write_text(runs.join(folder, runs.MANIFEST), json.dumps(manifest, indent=2) + "\n")
+    FileSystems.delete([runs.join(folder, STATS_FILE + ".json")])
+    runs.write_text(runs.join(folder, runs.SUCCESS), "")
 
 
 def abandon(run_dir: str) -> None:

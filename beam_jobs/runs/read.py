@@ -14,6 +14,7 @@ from typing import Any, Iterator, Sequence
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli.errors import UserError
+from beam_jobs.runs.atomic import write_text  # noqa: F401 - runs.write_text, atomic
 from schemas import record
 from schemas.run import (  # noqa: F401 - the layout's names, read here as runs.MANIFEST …
     DEAD_LETTERS_DIR,
@@ -37,11 +38,6 @@ def exists(path: str) -> bool:
 def read_text(path: str) -> str:
     with FileSystems.open(path) as f:
         return f.read().decode("utf-8")
-
-
-def write_text(path: str, text: str) -> None:
-    with FileSystems.create(path, mime_type="text/plain") as f:
-        f.write(text.encode("utf-8"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +111,16 @@ def resolve_runs(data: str) -> list[Run]:
         raise UserError(f"No committed run found under {data}: run tv-extract first, or point "
                         f"--data at a folder holding runs/<run_id>/{SUCCESS}.")
     return runs
+
+
+def one_backbone(runs: Sequence[Run], data: str, purpose: str) -> str:
+    """The fingerprint the runs share; values of two backbones live in different spaces, so
+    mixing them is a user error (`purpose` ends the sentence: "train on", "audit")."""
+    fingerprints = sorted({run.fingerprint for run in runs})
+    if len(fingerprints) > 1:
+        raise UserError(f"The runs under {data} come from different backbones "
+                        f"({', '.join(fingerprints)}); {purpose} runs of one backbone only.")
+    return fingerprints[0] if fingerprints else ""
 
 
 def id_columns(shard: str, columns: Sequence[str] = (record.IMAGE_ID, record.LABEL),

@@ -22,7 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_jobs.cli.errors import UserError
-from beam_jobs.sources import KeepFirst, OnlyWanted
+from beam_jobs.sources.base import KeepFirst, OnlyWanted
 from beam_jobs.sources.reading import Candidate, ReadCandidate
 
 # Documents people take for images: read, then reported as not_an_image by the decoder.

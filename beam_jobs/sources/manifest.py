@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli.errors import UserError
-from beam_jobs.sources import KeepFirst, OnlyWanted
+from beam_jobs.sources.base import KeepFirst, OnlyWanted
 from beam_jobs.sources.elements import CONFLICTING_LABELS, DUPLICATE, UNREADABLE, SourceImage
 from beam_jobs.sources.reading import Candidate, ReadCandidate, matches
 

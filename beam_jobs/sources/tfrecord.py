@@ -19,7 +19,7 @@ from apache_beam.io.filesystem import CompressionTypes, FileMetadata
 from apache_beam.metrics import Metrics
 
 from beam_jobs.cli.errors import UserError
-from beam_jobs.sources import KeepFirst, SourceConfig
+from beam_jobs.sources.base import KeepFirst, SourceConfig
 from beam_jobs.sources.elements import NOT_AN_IMAGE, TRUNCATED, UNREADABLE, SourceImage
 from beam_jobs.sources.reading import ReadFailure, matches, read_with_retry
 

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from beam_jobs.cli.errors import UserError
-from beam_jobs.runs.read import Run, resolve_runs
+from beam_jobs.runs.read import Run, one_backbone, resolve_runs
 from schemas import record
 from trainer.train.data.union import newest_wins
 
@@ -65,10 +65,7 @@ def _read_shard(path: str, feature_dim: int) -> tuple[dict[str, list], list[np.n
 
 def check_runs(runs: Sequence[Run], data: str) -> None:
     """One backbone only: distances between values of two backbones mean nothing."""
-    fingerprints = sorted({run.fingerprint for run in runs})
-    if len(fingerprints) > 1:
-        raise UserError(f"The runs under {data} come from different backbones "
-                        f"({', '.join(fingerprints)}); audit runs of one backbone only.")
+    one_backbone(runs, data, "audit")
 
 
 def load_collection(data: str, run_ids: Sequence[str] = ()) -> Collection:

@@ -21,12 +21,12 @@ import numpy as np
 
 from beam_jobs.cli import flags
 from beam_jobs.cli.errors import UserError
+from beam_jobs.runs.atomic import write_csv, write_json, write_text
 from trainer.audit import pages as report
 from trainer.audit.collection import Collection, load_collection
 from trainer.audit.duplicates import RULES
 from trainer.audit.findings import AuditConfig, Findings, check_collection, run_audit
 from trainer.audit.folds import FoldConfig
-from trainer.report.files import write_csv, write_json, write_text
 
 LABEL_ISSUES_CSV = "label_issues.csv"
 NEAR_DUPLICATES_CSV = "near_duplicates.csv"

@@ -11,7 +11,7 @@ import html
 import os
 from typing import Sequence
 
-from trainer.report.files import write_text
+from beam_jobs.runs.atomic import write_text
 
 REPORT_FILE = "report.html"  # tv-train's page; tv-train --tune and tv-audit add sections
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}

@@ -11,7 +11,7 @@ import html
 import os
 from typing import Sequence
 
-from trainer.report.files import write_text
+from beam_jobs.runs.atomic import write_text
 from trainer.report.page import REPORT_FILE, cell, html_page, table
 from trainer.train.config import TrainConfig
 from trainer.train.data.views import describe_views

@@ -4,7 +4,7 @@ A head trained on cached transfer values never sees an augmented pixel unless th
 runs the backbone on one, so `--augment_views=K` feeds the backbone K label-preserving
 variations of every train image (a mild random-resized crop, an optional left-right flip and
 a brightness/contrast jitter) and `--mirror_views` the left-right mirror of every image in
-every split (view `record.MIRROR_VIEW`), which the trainer averages with the original at
+every split (view `record.MIRROR_VIEW`), which training averages with the original at
 evaluation time (`tv-train --tta`).
 
 Every view starts from the backbone's S×S input of view 0 (images that travel at native size

@@ -2,13 +2,13 @@
 
 The analysis runs inside the extract pipeline over the train split only (validation and test
 must not leak into the statistics) and writes `<run>/transform_fn/` + `transformed_metadata/`
-with `tft_beam.WriteTransformFn` before the run is committed.  The trainer applies the stored
+with `tft_beam.WriteTransformFn` before the run is committed.  Training applies the stored
 graph through `tft.TFTransformOutput` and the serving model embeds the very same graph, so
 training and serving cannot disagree on the normalisation.
 
 The z-score is elementwise (one mean and standard deviation per dimension of the vector).
 The label vocabulary is TFT's own (most frequent first) and is stored as an artefact; models
-still map labels to ids through the sorted `labels.txt` union (the trainer's input does), because a
+still map labels to ids through the sorted `labels.txt` union (training input does), because a
 union of runs cannot share one run's frequency order.
 """
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from beam_jobs.cli.launch import main
+from beam_jobs.runs.atomic import write_csv
 from tests.helpers import audit_data as af
 from trainer import audit
-from trainer.report.files import write_csv
 
 FAST = ["--folds=3", "--epochs=15", "--k=5"]
 

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from beam_jobs.cli.errors import UserError
-from beam_jobs.runs.read import Run, resolve_runs
+from beam_jobs.runs.read import Run, one_backbone, resolve_runs
 from schemas import record, tf_feature_spec
 from trainer.train.config import PARQUET, TFRECORD, TrainConfig
 from trainer.train.data.parquet import parquet_rows
@@ -126,10 +126,7 @@ def exclude_images(training_data: TrainingData, identifiers: set[str],
 def check_runs(runs: Sequence[Run], data: str) -> TrainingData:
     """One backbone, every split non-empty, at least two classes to train on; `data` only
     names the runs in the error sentence."""
-    fingerprints = sorted({run.fingerprint for run in runs})
-    if len(fingerprints) > 1:
-        raise UserError(f"The runs under {data} come from different backbones "
-                        f"({', '.join(fingerprints)}); train on runs of one backbone only.")
+    fingerprint = one_backbone(runs, data, "train on")
     dims = sorted({run.feature_dim for run in runs})
     if len(dims) > 1:
         raise UserError(f"The runs under {data} have different feature sizes {dims}; "
@@ -145,7 +142,7 @@ def check_runs(runs: Sequence[Run], data: str) -> TrainingData:
                         f"version, or extract the older images again into a new --output.")
     labels = tuple(sorted({label for run in runs for label in run.labels}))
     backbone = runs[0].manifest["backbone"]
-    training_data = TrainingData(tuple(runs), labels, dims[0], fingerprints[0],
+    training_data = TrainingData(tuple(runs), labels, dims[0], fingerprint,
                                  backbone.get("handle") or backbone["name"])
     check_counts(training_data, data)
     return training_data

@@ -1,4 +1,5 @@
-"""Atomic output: a reader sees the whole file or the previous one, never half a CSV.
+"""Atomic output: a reader sees the whole file or the previous one, never half a file (a run's
+manifest, a job's plan, an audit CSV, a report page).
 
 Locally the file is written beside its destination under a temporary name and `os.replace`d
 (atomic on POSIX within a filesystem).  Elsewhere (`gs://`, `s3://` …) it is written through
