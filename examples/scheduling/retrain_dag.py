@@ -36,7 +36,7 @@ with DAG(dag_id="tv_retrain", schedule="17 3 * * *", catchup=False, max_active_r
     extract_delta = BeamRunPythonPipelineOperator(
         task_id="extract_delta",
         runner="DataflowRunner",
-        py_file="beam_jobs/extract.py",  # from the installed package's source tree
+        py_file="beam_jobs/extract/__main__.py",  # tv-extract, from the package source tree
         pipeline_options={
             "source": SOURCE,
             "output": "{{ ti.xcom_pull(task_ids='extract_output') }}",

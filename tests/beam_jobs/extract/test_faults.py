@@ -137,7 +137,7 @@ def test_every_kind_of_bad_input_in_a_manifest_is_accounted_and_policy_recorded(
 
 
 def _matrix():
-    from tests.test_decode import MATRIX
+    from tests.beam_jobs.images.test_decode import MATRIX
 
     return MATRIX
 
