@@ -12,7 +12,7 @@ import pytest
 from beam_jobs.cli.launch import main
 from beam_jobs.runs.atomic import write_csv
 from tests.helpers import audit_data as af
-from trainer import audit
+from trainer.audit import command as audit
 
 FAST = ["--folds=3", "--epochs=15", "--k=5"]
 
