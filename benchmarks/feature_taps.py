@@ -87,7 +87,7 @@ def head_accuracy(x: np.ndarray, y: np.ndarray, n_train: int, n_val: int) -> tup
     """The default tv-train head on z-scored features: (validation, test) accuracy."""
     import keras
 
-    from trainer.train.command import loss
+    from trainer.train.fit import loss
     from trainer.train.config import TrainConfig
     from trainer.train.heads import build_model
 

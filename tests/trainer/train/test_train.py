@@ -11,6 +11,7 @@ import pytest
 from beam_jobs.cli.launch import main
 from tests.helpers import fake_runs as fx
 from trainer.train import command as train_module
+from trainer.train.fit import TRAINING_LOG
 from trainer.train.command import train
 from trainer.train.config import TrainConfig
 
@@ -42,7 +43,7 @@ def three_heads(separable_runs, tmp_path_factory) -> dict[str, tuple[str, dict]]
 
 
 def _training_log(model_dir: str) -> list[dict[str, str]]:
-    with open(os.path.join(model_dir, train_module.TRAINING_LOG)) as f:
+    with open(os.path.join(model_dir, TRAINING_LOG)) as f:
         return list(csv.DictReader(f))
 
 
