@@ -160,6 +160,7 @@ def test_kaggle_model_page_maps_to_its_archive():
         "100-224-feature-vector/2/download")
 
 
+@pytest.mark.slow
 def test_extract_records_carry_the_brought_backbones_fingerprint(tmp_path):
     write_idx(str(tmp_path / "idx"), {"train": 12, "t10k": 4})
     handle = f"mobilenet_v2={_hub_like(tmp_path / 'mnv2')}"
@@ -204,6 +205,7 @@ def _grid_means(feature_map: np.ndarray, grid: int) -> np.ndarray:
                      for r0, r1 in cells for c0, c1 in cells], axis=1).reshape(len(feature_map), -1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["multi", "spatial"])
 def test_tapped_backbone_is_the_plain_features_then_pooled_earlier_stages(lite0_variants, variant):
     import keras

@@ -160,6 +160,7 @@ def test_worker_processes_banner_is_filtered_but_their_real_errors_pass(tmp_path
     assert "port.cc:153] oneDNN" in shown.stderr  # the opt-out shows what was filtered
 
 
+@pytest.mark.slow
 def test_multi_process_extract_shows_no_banner_a_progress_line_and_skipped_files(
         tmp_path, tiny_backbone):
     """The console script as a user runs it, with two worker processes (each imports

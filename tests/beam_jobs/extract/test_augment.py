@@ -135,6 +135,7 @@ def with_views(tmp_path_factory, tiny_backbone) -> runs.Run:
     return run
 
 
+@pytest.mark.slow
 def test_train_images_get_k_views_and_a_mirror_the_others_a_mirror(with_views):
     by_image = _views_by_image(_rows(with_views))
     assert len(by_image) == 30
@@ -189,6 +190,7 @@ def test_transform_is_analysed_over_the_train_originals_only(with_views):
     np.testing.assert_allclose(transformed.mean(axis=0), 0.0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_chunked_incremental_job_carries_views_in_every_chunk(tmp_path, tiny_backbone):
     root = write_folder(str(tmp_path / "images"), per_class=4)
     out = str(tmp_path / "out")
@@ -207,6 +209,7 @@ def test_chunked_incremental_job_carries_views_in_every_chunk(tmp_path, tiny_bac
     assert again["run_id"] is None and again["already_extracted"] == 12
 
 
+@pytest.mark.slow
 def test_run_without_view_flags_holds_only_originals(tmp_path, tiny_backbone):
     write_idx(str(tmp_path / "idx"), {"train": 10, "t10k": 4})
     manifest = extract.run(_argv(f"idx:{tmp_path / 'idx'}", str(tmp_path / "out"),

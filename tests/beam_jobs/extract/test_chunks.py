@@ -53,6 +53,7 @@ def _outcomes(out: str) -> list[str]:
     return held
 
 
+@pytest.mark.slow
 def test_failed_chunk_is_resumed_by_the_same_command_and_each_input_lands_once(
         tmp_path, tiny_backbone, monkeypatch, capsys):
     root, uris = _images(str(tmp_path / "images"))
@@ -98,6 +99,7 @@ def test_a_chunk_reads_only_its_own_files(tmp_path):
     assert chunks.chunk_count(20_001, 20_000) == 2 and chunks.chunk_count(0, 20_000) == 1
 
 
+@pytest.mark.slow
 def test_training_on_a_chunked_output_sees_every_image_once(tmp_path, tiny_backbone):
     from trainer.train.command import train
     from trainer.train.config import TrainConfig

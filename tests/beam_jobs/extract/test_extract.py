@@ -41,6 +41,7 @@ def test_idx_run_is_committed_with_every_artifact(tmp_path, tiny_backbone):
     assert open(os.path.join(run.path, "labels.txt")).read().split() == ["0", "1", "2"]
 
 
+@pytest.mark.slow
 def test_records_hold_backbone_features_and_consistent_label_ids(tmp_path, tiny_backbone):
     write_idx(str(tmp_path / "idx"), {"train": 30, "t10k": 9})
     _extract(f"idx:{tmp_path / 'idx'}", str(tmp_path / "out"), tiny_backbone)
@@ -57,6 +58,7 @@ def test_records_hold_backbone_features_and_consistent_label_ids(tmp_path, tiny_
     assert parquet_rows == 39
 
 
+@pytest.mark.slow
 def test_split_is_identical_across_runs(tmp_path, tiny_backbone):
     write_idx(str(tmp_path / "idx"), {"train": 40})
     for out in ("a", "b"):
@@ -150,6 +152,7 @@ def test_empty_idx_dataset_exits_2(tmp_path, capsys, tiny_backbone):
     assert runs.committed_runs(str(tmp_path / "out")) == []
 
 
+@pytest.mark.slow
 def test_limit_caps_each_source_split_by_its_name(tmp_path, tiny_backbone):
     write_idx(str(tmp_path / "idx"), {"train": 30, "t10k": 12})
     manifest = _extract(f"idx:{tmp_path / 'idx'}", str(tmp_path / "out"), tiny_backbone,
@@ -158,6 +161,7 @@ def test_limit_caps_each_source_split_by_its_name(tmp_path, tiny_backbone):
     assert sum(manifest["counts"]["test"].values()) == 5
 
 
+@pytest.mark.slow
 def test_manifest_lines_naming_one_file_twice_are_read_once(tmp_path, tiny_backbone):
     """The job reads a source twice (plan, then extract): a file listed twice must still be
     one record and one `duplicate` letter, and a file listed with two labels two conflicts."""

@@ -77,6 +77,7 @@ def _rows(run: runs.Run) -> int:
                for _ in tf.data.TFRecordDataset(shard, compression_type="GZIP"))
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_no_visible_run_and_the_rerun_counts_exactly(tmp_path, tiny_backbone):
     seed = int(os.environ.get("TV_FAULT_SEED", time.time()))
     rng = random.Random(seed)
@@ -111,6 +112,7 @@ def test_sigkill_leaves_no_visible_run_and_the_rerun_counts_exactly(tmp_path, ti
     assert {run.run_id for run in data.runs} == survivors | {"rerun"}
 
 
+@pytest.mark.slow
 def test_every_kind_of_bad_input_in_a_manifest_is_accounted_and_policy_recorded(tmp_path, tiny_backbone):
     images = tmp_path / "images"
     rows = []
@@ -178,6 +180,7 @@ def _held_uris(out: str) -> list[str]:
     return held
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_of_a_chunked_job_then_rerun_holds_each_input_once(
         tmp_path, tiny_backbone):
     seed = int(os.environ.get("TV_FAULT_SEED", time.time()))

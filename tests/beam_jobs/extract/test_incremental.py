@@ -1,5 +1,6 @@
 """Incremental extraction: only new (or relabelled) images, delta runs recording their parents."""
 
+import pytest
 import os
 import shutil
 
@@ -25,6 +26,7 @@ def _ids(run: runs.Run) -> list[str]:
             .to_pylist()]
 
 
+@pytest.mark.slow
 def test_adding_n_images_extracts_exactly_n_then_nothing_new_writes_no_run(
         tmp_path, tiny_backbone, capsys):
     root = write_folder(str(tmp_path / "images"), per_class=8)
@@ -45,6 +47,7 @@ def test_adding_n_images_extracts_exactly_n_then_nothing_new_writes_no_run(
     assert sorted(os.listdir(os.path.join(out, runs.RUNS_DIR))) == [old.run_id, new.run_id]
 
 
+@pytest.mark.slow
 def test_backbone_change_means_full_extraction(tmp_path, tiny_backbone):
     root = write_folder(str(tmp_path / "images"), per_class=6)
     out = str(tmp_path / "out")
@@ -55,6 +58,7 @@ def test_backbone_change_means_full_extraction(tmp_path, tiny_backbone):
     assert manifest["already_extracted"] == 0
 
 
+@pytest.mark.slow
 def test_relabelled_image_is_extracted_again_and_its_newest_label_wins_once(
         tmp_path, tiny_backbone):
     from trainer.train.config import TrainConfig

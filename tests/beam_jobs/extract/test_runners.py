@@ -46,6 +46,7 @@ def _assert_complete_run(manifest: dict, output: str) -> None:
     assert len(rows) == manifest["accepted"]
 
 
+@pytest.mark.slow
 def test_direct_runner_multi_process_commits_the_same_run(tmp_path, tiny_backbone):
     manifest = _extract(tmp_path, tiny_backbone, "--direct_running_mode=multi_processing",
                         "--direct_num_workers=2")
@@ -78,6 +79,7 @@ def worker_pool():
     pool.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_portable_runner_with_workers_in_separate_processes(tmp_path, tiny_backbone,
                                                              worker_pool):
     manifest = _extract(tmp_path, tiny_backbone, "--runner=PortableRunner",
@@ -92,6 +94,7 @@ DATAFLOW_FLAGS = ["--runner=DataflowRunner", "--project=tv-offline-check",
                   "--machine_type=n1-standard-4", "--max_num_workers=4"]
 
 
+@pytest.mark.slow
 def test_dataflow_job_graph_builds_offline(tmp_path, tiny_backbone):
     import apache_beam as beam
 
@@ -129,6 +132,7 @@ def test_setup_file_package_holds_every_package_workers_import(tmp_path):
         assert module in names
 
 
+@pytest.mark.slow
 def test_extract_runs_end_to_end_on_a_non_local_filesystem(tiny_backbone):
     from apache_beam.io.filesystems import FileSystems
 

@@ -73,6 +73,7 @@ def _split_rows(run: runs.Run, split: str) -> dict[str, np.ndarray]:
     return rows
 
 
+@pytest.mark.slow
 def test_extract_writes_transform_fn_that_z_scores_the_train_split(extracted):
     assert os.path.isdir(os.path.join(extracted.path, runs.TRANSFORM_FN))
     assert os.path.isdir(os.path.join(extracted.path, "transformed_metadata"))
@@ -93,6 +94,7 @@ def test_label_vocabulary_holds_exactly_the_runs_labels(extracted):
     assert extracted.labels == list(CLASSES)
 
 
+@pytest.mark.slow
 def test_training_uses_the_runs_transform_instead_of_its_own_normalisation(trained_on_extract, extracted):
     model_dir, metrics = trained_on_extract
     assert "tensorflow-transform" in metrics["normalisation"]

@@ -160,6 +160,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
+@pytest.mark.slow
 def test_served_transfer_values_equal_extracted_ones_for_orientations_and_webp(export_224px):
     serving_dir, backbone, _ = export_224px
     files = [_photo_jpeg(w, h, "chelsea", orientation=o, big_endian=o > 4)
@@ -173,6 +174,7 @@ def test_served_transfer_values_equal_extracted_ones_for_orientations_and_webp(e
     np.testing.assert_allclose(served, extracted, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_tta_serving_averages_the_extract_jobs_view_0_and_mirror_of_exif_photos(
         export_224px, tmp_path):
     """`--tta` serving on EXIF-rotated photos: the mean of the head on exactly what the extract

@@ -116,6 +116,7 @@ def _batch_folder(root) -> str:
     return str(root)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("legacy", [False, True], ids=["pixels", "legacy_export"])
 def test_batch_job_predicts_good_images_and_dead_letters_bad_ones(model_dir, legacy_model_dir,
                                                                   legacy, tmp_path, capsys):

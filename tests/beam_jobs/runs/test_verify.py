@@ -61,6 +61,7 @@ def test_zero_byte_parquet_shard_refuses_the_commit_with_one_sentence(
     assert runs.committed_runs(str(tmp_path / "out")) == []
 
 
+@pytest.mark.slow
 def test_tfrecord_shard_missing_records_refuses_the_commit(tmp_path, tiny_backbone,
                                                            monkeypatch):
     write_idx(str(tmp_path / "idx"), {"train": 30, "t10k": 10})
@@ -91,6 +92,7 @@ def test_record_cut_short_is_reported_not_counted(tmp_path):
         verify.tfrecord_records(str(path))
 
 
+@pytest.mark.slow
 def test_missing_shard_of_a_run_with_views_refuses_the_commit(tmp_path, tiny_backbone,
                                                               monkeypatch):
     write_idx(str(tmp_path / "idx"), {"train": 20, "t10k": 6})

@@ -75,6 +75,7 @@ def workdir_copy(champion_workdir, tmp_path):
     return str(tmp_path / "idx"), str(tmp_path / "work")
 
 
+@pytest.mark.slow
 def test_first_retrain_promotes_and_writes_one_history_line(champion_workdir):
     _, workdir = champion_workdir
     [entry] = _history(workdir)
@@ -85,6 +86,7 @@ def test_first_retrain_promotes_and_writes_one_history_line(champion_workdir):
     assert entry["challenger"]["test_accuracy"] > 0.6  # the tiny head learns the bands
 
 
+@pytest.mark.slow
 def test_mislabelled_challenger_is_not_promoted(workdir_copy, tiny_backbone):
     source, workdir = workdir_copy
     before = champion.current(workdir)
@@ -99,6 +101,7 @@ def test_mislabelled_challenger_is_not_promoted(workdir_copy, tiny_backbone):
     assert _history(workdir)[-1] == json.loads(json.dumps(entry, sort_keys=True))
 
 
+@pytest.mark.slow
 def test_sigkill_during_retrain_leaves_champion_serving_and_rerun_finishes(
         workdir_copy, tiny_backbone):
     source, workdir = workdir_copy
@@ -150,6 +153,7 @@ def _run_cron_command(source: str, workdir: str, backbone: str) -> subprocess.Po
     return subprocess.Popen(["sh", "-c", command], cwd=ROOT, env=env)
 
 
+@pytest.mark.slow
 def test_overlapping_cron_runs_one_refuses_with_exit_75(workdir_copy, tiny_backbone):
     source, workdir = workdir_copy
     _add_train_images(source, 75)

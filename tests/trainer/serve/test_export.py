@@ -65,6 +65,7 @@ def _in_process_probabilities(data: str, model_dir: str, image_paths: list[str])
     return head.predict_on_batch(backbone(images))
 
 
+@pytest.mark.slow
 def test_serving_model_classifies_png_bytes_in_a_fresh_process(trained, images, tmp_path):
     data, model_dir = trained
     result = subprocess.run(
@@ -124,6 +125,7 @@ def test_tv_predict_missing_image_or_model_exits_2(model_dir, images, tmp_path, 
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
 
 
+@pytest.mark.slow
 def test_tta_export_serves_the_mean_over_each_image_and_its_mirror(trained, images, tmp_path):
     """With --tta the graph averages the head over view 0 and view -1 (np.fliplr of the S×S
     input the backbone gets, as the extract job mirrors); without, it is the plain export."""

@@ -47,6 +47,7 @@ def _training_log(model_dir: str) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["softmax", "hidden"])
 def test_head_separates_separable_classes(three_heads, head):
     _, metrics = three_heads[head]

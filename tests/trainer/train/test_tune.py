@@ -40,6 +40,7 @@ def _tuning_rows(model_dir: str) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_tuning_csv_has_one_row_per_trial_with_every_hyperparameter(tuned):
     model_dir, _ = tuned
     rows = _tuning_rows(model_dir)

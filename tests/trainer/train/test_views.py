@@ -328,6 +328,7 @@ def _as_schema_v1(run_dir: str) -> None:
         json.dump(dict(manifest, schema_version=1), f)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("input_format", ["tfrecord", "parquet"])
 def test_runs_written_before_views_train_exactly_as_they_did(tmp_path, input_format):
     run_dir = fx.write_run(str(tmp_path / "data"), "run-v1", per_class=SMALL)
@@ -342,6 +343,7 @@ def test_runs_written_before_views_train_exactly_as_they_did(tmp_path, input_for
     assert after["validation_accuracy"] == before["validation_accuracy"]
 
 
+@pytest.mark.slow
 def test_tta_changes_evaluation_only_so_its_plain_figure_is_the_plain_runs(viewed, tmp_path):
     """`--tta` trains exactly as a plain run (same seed, same draws, same weights), so the
     accuracy it reports without the mirror is what plain `tv-train` reports."""
