@@ -7,7 +7,7 @@ FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 DEMO_LIMIT ?= train=5000,test=1000
 DEMO_OUT ?= demo_output
 
-.PHONY: demo test lint install data clean
+.PHONY: demo test lint install data clean parity
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,13 @@ demo: install data
 
 test: install
 	$(BIN)/python -m pytest -q tests
+
+# The live backbone parity check against PyTorch itself. Installs the `parity` extra: PyPI's torch
+# is a CUDA build of several GB, so `make test` checks against committed reference outputs instead
+# (regenerate them with tests/reference/make_efficientnet_reference.py).
+parity: install
+	$(BIN)/pip install --quiet -e '.[parity]'
+	TV_PARITY=1 $(BIN)/python -m pytest -q tests/parity tests/test_efficientnet_port.py
 
 # Code health (ruff.toml, mypy.ini); .ci/run calls it after the tests.
 lint: install
