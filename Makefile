@@ -7,7 +7,7 @@ FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 DEMO_LIMIT ?= train=5000,test=1000
 DEMO_OUT ?= demo_output
 
-.PHONY: demo test test-fast lint install data clean
+.PHONY: demo test test-fast lint install data clean parity
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,13 @@ test: install
 # The inner loop: everything but the tests marked slow (tests/conftest.py).
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests
+
+# The live backbone parity check against PyTorch itself. Installs the `parity` extra: PyPI's torch
+# is a CUDA build of several GB, so `make test` checks against committed reference outputs instead
+# (regenerate them with tests/reference/make_efficientnet_reference.py).
+parity: install
+	$(BIN)/pip install --quiet -e '.[parity]'
+	TV_PARITY=1 $(BIN)/python -m pytest -q tests/parity tests/beam_jobs/backbones/test_efficientnet_port.py
 
 # Code health (ruff.toml, mypy.ini) and the layout's import rules (.importlinter); .ci/run
 # calls it after the tests.

@@ -11,6 +11,7 @@ WebP) in one folder per source photo, then measures, each part in a fresh proces
 (p) PyTorch:  what a user would write: PIL decode + resize in a DataLoader with 2 workers,
     reference EfficientNet-Lite0 (efficientnet-lite-pytorch) pooled features, batch 64.
 Targets on 2 cores: (c)/(a) >= 0.6 and (c)/(p) >= 3.  Peak RSS is each process's own.
+Part (p) needs torch: `pip install -e '.[parity]'` (PyPI's CUDA build, several GB).
 """
 
 from __future__ import annotations
