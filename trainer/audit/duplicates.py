@@ -161,14 +161,16 @@ def oriented(i: np.ndarray, j: np.ndarray, similarity: np.ndarray, standout: np.
 
 
 def pixel_checked(i: np.ndarray, j: np.ndarray, scores: np.ndarray, pixels: np.ndarray,
-                  threshold: float = DUPLICATE_PIXELS) -> np.ndarray:
-    """Which candidate pairs the pixels rule reports (see the module docstring)."""
+                  threshold: float = DUPLICATE_PIXELS,
+                  unread: float = DUPLICATE_STANDOUT) -> np.ndarray:
+    """Which candidate pairs the pixels rule reports (see the module docstring); a pair
+    without pixels needs the standout score `unread`."""
     readable = ~np.isnan(pixels)
     seen = np.nan_to_num(pixels, nan=-1.0)
     return np.where(readable,
                     (seen >= threshold) | ((scores >= STANDOUT_ALONE)
                                            & (seen >= PIXELS_WITH_STANDOUT)),
-                    scores >= DUPLICATE_STANDOUT)
+                    scores >= unread)
 
 
 def near_duplicates(transfer_values: np.ndarray, neighbours: Neighbours, uris: np.ndarray,
@@ -189,6 +191,6 @@ def near_duplicates(transfer_values: np.ndarray, neighbours: Neighbours, uris: n
     i, j, scores = standout_pairs(transfer_values, CANDIDATE_STANDOUT, exact_limit, neighbours)
     seen = (pair_similarity(i, j, uris, read) if read is not None
             else np.full(len(i), np.nan, np.float32))
-    keep = pixel_checked(i, j, scores, seen, pixels)
+    keep = pixel_checked(i, j, scores, seen, pixels, standout)
     i, j, scores, seen = i[keep], j[keep], scores[keep], seen[keep]
     return oriented(i, j, _cosine(normalised(transfer_values), i, j), scores, uris, splits, seen)
