@@ -1,7 +1,7 @@
 """`tv-audit`: find mislabelled, duplicated and out-of-place images from their transfer values.
 
     tv-audit --data=DIR --output=DIR [--runs=ID,ID] [--k=20] [--folds=5] [--model_dir=DIR]
-             [--duplicate_rule=standout|similarity] [--duplicate_standout=S]
+             [--duplicate_rule=pixels|standout|similarity] [--duplicate_pixels=P]
 
 Writes label_issues.csv (every example, most suspicious first), near_duplicates.csv,
 outliers.csv, summary.json and audit.html, each atomically; with --model_dir the model's
@@ -50,6 +50,10 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
+def _number(value: float) -> str:
+    return "" if np.isnan(value) else f"{value:.6f}"
+
+
 def _example(c: Collection, labels: np.ndarray, i: int) -> list:
     """The columns every per-image table starts with."""
     return [c.uris[i], c.image_ids[i], c.splits[i], labels[c.label_ids[i]]]
@@ -65,12 +69,14 @@ def write_tables(c: Collection, f: Findings, output: str) -> None:
     pairs = f.duplicates
     write_csv(_join(output, NEAR_DUPLICATES_CSV),
               ["uri_a", "uri_b", "similarity", "split_a", "split_b", "label_a", "label_b",
-               "cross_split", "label_mismatch", "image_id_a", "image_id_b", "standout"],
+               "cross_split", "label_mismatch", "image_id_a", "image_id_b", "standout",
+               "pixels"],
               ([c.uris[a], c.uris[b], f"{s:.6f}", c.splits[a], c.splits[b],
                 labels[c.label_ids[a]], labels[c.label_ids[b]],
                 _flag(c.splits[a] != c.splits[b]), _flag(c.label_ids[a] != c.label_ids[b]),
-                c.image_ids[a], c.image_ids[b], "" if np.isnan(score) else f"{score:.6f}"]
-               for a, b, s, score in zip(pairs.a, pairs.b, pairs.similarity, pairs.standout)))
+                c.image_ids[a], c.image_ids[b], _number(score), _number(seen)]
+               for a, b, s, score, seen in zip(pairs.a, pairs.b, pairs.similarity,
+                                               pairs.standout, pairs.pixels)))
     out = f.outliers
     write_csv(_join(output, OUTLIERS_CSV),
               ["uri", "image_id", "split", "label", "neighbour_label", "distance", "flagged"],
@@ -95,9 +101,11 @@ def summarise(c: Collection, f: Findings, config: AuditConfig) -> dict:
                             "label_mismatch": int(np.sum(c.label_ids[pairs.a]
                                                          != c.label_ids[pairs.b])),
                             "rule": config.duplicate_rule,
-                            "threshold": (config.duplicate_standout
-                                          if config.duplicate_rule == "standout"
-                                          else config.duplicate_similarity)},
+                            "threshold": {"pixels": config.duplicate_pixels,
+                                          "standout": config.duplicate_standout,
+                                          "similarity": config.duplicate_similarity
+                                          }[config.duplicate_rule],
+                            "pixels_checked": int(np.sum(~np.isnan(pairs.pixels)))},
         "outliers": {"flagged": int(f.outliers.flagged.sum())},
         "settings": {"folds": config.folds.folds, "k": config.k,
                      "knn_weight": config.knn_weight, "index": f.neighbours.index_type},
@@ -164,10 +172,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=folds.epochs)
     parser.add_argument("--seed", type=int, default=folds.seed)
     parser.add_argument("--duplicate_rule", choices=RULES, default=defaults.duplicate_rule,
-                        help="standout: pairs that stand out from their neighbourhood after "
+                        help="pixels: candidate pairs from the transfer values, confirmed by "
+                             "their pixels (thumbprint correlation ≥ --duplicate_pixels); "
+                             "standout: pairs that stand out from their neighbourhood after "
                              "whitening (score ≥ --duplicate_standout); similarity: cosine ≥ "
                              "--duplicate_similarity (see trainer/audit/duplicates.py)")
-    for name in ("knn_weight", "duplicate_standout", "duplicate_similarity", "outlier_mads"):
+    for name in ("knn_weight", "duplicate_standout", "duplicate_similarity", "duplicate_pixels",
+                 "outlier_mads"):
         parser.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
     parser.add_argument("--verbose", action="store_true", help="log progress; show tracebacks")
     return flags.parse_args(parser, argv)
@@ -186,6 +197,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
                          duplicate_rule=args.duplicate_rule,
                          duplicate_standout=args.duplicate_standout,
                          duplicate_similarity=args.duplicate_similarity,
+                         duplicate_pixels=args.duplicate_pixels,
                          outlier_mads=args.outlier_mads)
     run_ids = [r for r in args.runs.split(",") if r]
     summary = audit(args.data, args.output, config, run_ids, args.model_dir)

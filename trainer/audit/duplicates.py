@@ -1,8 +1,19 @@
 """Near-duplicate pairs: copies of one picture (re-encoded, resized, lightly edited).
 
-Two rules (`--duplicate_rule`), both read off nearest-neighbour lists:
+Three rules (`--duplicate_rule`), all read off nearest-neighbour lists:
 
-- `standout` (default): how far a pair stands out from its neighbourhood.  The vectors are first
+- `pixels` (default): two stages.  Stage 1 takes the pairs of the `standout` rule's whitened
+  neighbour lists and of the plain cosine ones that score at least `CANDIDATE_STANDOUT` (a
+  loose bound: nearly every copy passes it, and so do many look-alikes).  Stage 2 reads
+  those images' pixels again by uri and reports a pair whose thumbprints correlate at least
+  `--duplicate_pixels` (trainer.audit.pixels), or that stands out (standout ≥
+  `STANDOUT_ALONE`) with pixels that still agree (≥ `PIXELS_WITH_STANDOUT`: a small crop).
+  What the transfer values cannot tell apart (two plain T-shirts, two crops of one photo)
+  the pixels do; what the pixels cannot (a crop moves the content) the transfer values do.
+  A pair whose pixels cannot be read falls back on the `standout` rule.  Recall per kind of
+  copy: BENCHMARKS.md, "Near duplicates that people make".
+
+- `standout`: how far a pair stands out from its neighbourhood.  The vectors are first
   PCA-whitened on the audited collection itself (each principal direction scaled to unit
   variance, eigenvalues floored at `WHITENING_FLOOR` × their mean): distinct images of one kind
   differ mostly along the few high-variance "what is it" directions, a copy differs from its
@@ -24,14 +35,20 @@ leak without changing the test set; within a split `b` is the later uri.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 
 from trainer.audit.neighbours import Neighbours, nearest_neighbours, normalised
+from trainer.audit.pixels import pair_similarity
 
-RULES = ("standout", "similarity")
-DUPLICATE_RULE = "standout"
+RULES = ("pixels", "standout", "similarity")
+DUPLICATE_RULE = "pixels"
 DUPLICATE_STANDOUT = 0.33
+DUPLICATE_PIXELS = 0.985  # chosen on the tune copies (benchmarks/audit_duplicates.py)
+CANDIDATE_STANDOUT = -0.2  # stage 1 of the pixels rule: added borders score about 0
+STANDOUT_ALONE = DUPLICATE_STANDOUT  # what the standout rule reports needs only
+PIXELS_WITH_STANDOUT = 0.8  # this much pixel agreement (a crop moves the content)
 DUPLICATE_SIMILARITY = 0.95
 DENSITY_K = 20  # neighbours behind r(x); the standout threshold was measured with it
 WHITENING_FLOOR = 0.1  # × mean eigenvalue: directions with (almost) no variance stay quiet
@@ -45,6 +62,7 @@ class Pairs:
     b: np.ndarray  # int64 [P] rows of its copy
     similarity: np.ndarray  # float32 [P] cosine similarity of the transfer values
     standout: np.ndarray  # float32 [P] the standout score (NaN under the similarity rule)
+    pixels: np.ndarray  # float32 [P] pixel similarity (NaN: not looked at, or unreadable)
 
 
 def whitened(transfer_values: np.ndarray, floor: float = WHITENING_FLOOR) -> np.ndarray:
@@ -91,15 +109,23 @@ def _cosine(vectors: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
 
 
 def standout_pairs(transfer_values: np.ndarray, threshold: float = DUPLICATE_STANDOUT,
-                   exact_limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, score) of every pair whose standout score reaches `threshold`."""
+                   exact_limit: int | None = None, also: Neighbours | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, score) of every pair whose standout score reaches `threshold`, among the pairs
+    of the whitened neighbour lists and, when given, of the `also` lists (the raw cosine
+    neighbours: a framed copy can be near its original there and not after whitening)."""
     white = normalised(whitened(transfer_values))
     kwargs = {} if exact_limit is None else {"exact_limit": exact_limit}
     neighbours = nearest_neighbours(white, DENSITY_K, **kwargs)
-    del white
     density = np.where(neighbours.indices >= 0, neighbours.similarities, np.nan)
     r = np.nan_to_num(np.nanmean(density, axis=1), nan=0.0)
     i, j, white_similarity = _candidates(neighbours)
+    if also is not None:
+        more_i, more_j, _ = _candidates(also)
+        key = np.unique(np.concatenate([i, more_i]) * len(white) + np.concatenate([j, more_j]))
+        i, j = key // len(white), key % len(white)
+        white_similarity = _cosine(white, i, j)
+    del white
     score = 2.0 * white_similarity - r[i] - r[j]
     keep = score >= threshold
     return i[keep], j[keep], score[keep].astype(np.float32)
@@ -114,9 +140,11 @@ def similar_pairs(neighbours: Neighbours, threshold: float = DUPLICATE_SIMILARIT
 
 
 def oriented(i: np.ndarray, j: np.ndarray, similarity: np.ndarray, standout: np.ndarray,
-             uris: np.ndarray, splits: np.ndarray) -> Pairs:
-    """Pairs with the kept image first, strongest evidence first."""
-    evidence = np.where(np.isnan(standout), similarity, standout)
+             uris: np.ndarray, splits: np.ndarray, pixels: np.ndarray | None = None) -> Pairs:
+    """Pairs with the kept image first, strongest evidence first (pixels, then standout)."""
+    pixels = np.full(len(i), np.nan, np.float32) if pixels is None else pixels
+    evidence = np.where(np.isnan(standout), similarity, standout) + 10.0 * np.nan_to_num(
+        pixels, nan=0.0)
 
     def kept_first(x: int, y: int) -> tuple[int, int]:
         key_x = (_SPLIT_RANK.get(splits[x], 3), uris[x])
@@ -128,18 +156,41 @@ def oriented(i: np.ndarray, j: np.ndarray, similarity: np.ndarray, standout: np.
     order = np.asarray([p[2] for p in rows], np.int64)
     return Pairs(np.asarray([p[0] for p in rows], np.int64),
                  np.asarray([p[1] for p in rows], np.int64),
-                 similarity[order].astype(np.float32), standout[order].astype(np.float32))
+                 similarity[order].astype(np.float32), standout[order].astype(np.float32),
+                 pixels[order].astype(np.float32))
+
+
+def pixel_checked(i: np.ndarray, j: np.ndarray, scores: np.ndarray, pixels: np.ndarray,
+                  threshold: float = DUPLICATE_PIXELS,
+                  unread: float = DUPLICATE_STANDOUT) -> np.ndarray:
+    """Which candidate pairs the pixels rule reports (see the module docstring); a pair
+    without pixels needs the standout score `unread`."""
+    readable = ~np.isnan(pixels)
+    seen = np.nan_to_num(pixels, nan=-1.0)
+    return np.where(readable,
+                    (seen >= threshold) | ((scores >= STANDOUT_ALONE)
+                                           & (seen >= PIXELS_WITH_STANDOUT)),
+                    scores >= unread)
 
 
 def near_duplicates(transfer_values: np.ndarray, neighbours: Neighbours, uris: np.ndarray,
                     splits: np.ndarray, rule: str = DUPLICATE_RULE,
                     standout: float = DUPLICATE_STANDOUT,
                     similarity: float = DUPLICATE_SIMILARITY,
-                    exact_limit: int | None = None) -> Pairs:
-    """The pairs `rule` reports, each once, oriented and ordered (see the module docstring)."""
+                    exact_limit: int | None = None,
+                    read: Callable[[str], np.ndarray | None] | None = None,
+                    pixels: float = DUPLICATE_PIXELS) -> Pairs:
+    """The pairs `rule` reports, each once, oriented and ordered (see the module docstring).
+    `read` (uri → uint8 pixels or None) is the pixels rule's second stage."""
     if rule == "similarity":
         i, j, sims = similar_pairs(neighbours, similarity)
         return oriented(i, j, sims, np.full(len(i), np.nan, np.float32), uris, splits)
-    i, j, scores = standout_pairs(transfer_values, standout, exact_limit)
-    cosine = _cosine(normalised(transfer_values), i, j)
-    return oriented(i, j, cosine, scores, uris, splits)
+    if rule == "standout":
+        i, j, scores = standout_pairs(transfer_values, standout, exact_limit)
+        return oriented(i, j, _cosine(normalised(transfer_values), i, j), scores, uris, splits)
+    i, j, scores = standout_pairs(transfer_values, CANDIDATE_STANDOUT, exact_limit, neighbours)
+    seen = (pair_similarity(i, j, uris, read) if read is not None
+            else np.full(len(i), np.nan, np.float32))
+    keep = pixel_checked(i, j, scores, seen, pixels, standout)
+    i, j, scores, seen = i[keep], j[keep], scores[keep], seen[keep]
+    return oriented(i, j, _cosine(normalised(transfer_values), i, j), scores, uris, splits, seen)

@@ -15,6 +15,7 @@ from trainer.audit.collection import Collection
 from trainer.audit.folds import FoldConfig, out_of_fold_probabilities
 from trainer.audit.neighbours import EXACT_LIMIT, Neighbours, nearest_neighbours
 from trainer.audit.outliers import OUTLIER_MADS, Outliers, outliers
+from trainer.audit.pixels import PixelReader
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +26,7 @@ class AuditConfig:
     duplicate_rule: str = dup.DUPLICATE_RULE
     duplicate_standout: float = dup.DUPLICATE_STANDOUT
     duplicate_similarity: float = dup.DUPLICATE_SIMILARITY
+    duplicate_pixels: float = dup.DUPLICATE_PIXELS
     outlier_mads: float = OUTLIER_MADS
     exact_limit: int = EXACT_LIMIT
 
@@ -35,6 +37,8 @@ class AuditConfig:
             raise UserError(f"--knn_weight must lie in [0, 1], got {self.knn_weight}.")
         if not 0.0 < self.duplicate_similarity <= 1.0:
             raise UserError("--duplicate_similarity must lie in (0, 1].")
+        if not 0.0 < self.duplicate_pixels <= 1.0:
+            raise UserError("--duplicate_pixels must lie in (0, 1].")
         if self.duplicate_rule not in dup.RULES:
             raise UserError(f"--duplicate_rule must be one of {', '.join(dup.RULES)}, "
                             f"got {self.duplicate_rule}.")
@@ -74,10 +78,11 @@ def run_audit(collection: Collection, config: AuditConfig = AuditConfig()) -> Fi
     issues = li.find_label_issues(collection.label_ids, li.blend(head, votes, config.knn_weight))
     seconds["cleanlab"] = time.perf_counter() - start
     start = time.perf_counter()
+    read = PixelReader(collection.runs).read if config.duplicate_rule == "pixels" else None
     pairs = dup.near_duplicates(collection.transfer_values, neighbours, collection.uris,
                                 collection.splits, config.duplicate_rule,
                                 config.duplicate_standout, config.duplicate_similarity,
-                                config.exact_limit)
+                                config.exact_limit, read, config.duplicate_pixels)
     seconds["duplicates"] = time.perf_counter() - start
     isolated = outliers(neighbours, collection.label_ids, len(collection.labels),
                         config.outlier_mads)

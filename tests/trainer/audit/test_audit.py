@@ -13,6 +13,7 @@ from beam_jobs.cli.launch import main
 from beam_jobs.runs.atomic import write_csv
 from tests.helpers import audit_data as af
 from trainer.audit import command as audit
+from trainer.audit.duplicates import DUPLICATE_STANDOUT
 
 FAST = ["--folds=3", "--epochs=15", "--k=5"]
 
@@ -61,8 +62,8 @@ def test_copies_across_splits_are_found_and_flagged(audited):
     for original, copy in planted.copies:
         row = pairs[(copy, original)]  # the test image is kept, the train copy is `b`
         assert row["cross_split"] == "true" and float(row["similarity"]) > 0.99
-        assert float(row["standout"]) >= summary["near_duplicates"]["threshold"]
-    assert summary["near_duplicates"]["rule"] == "standout"
+        assert float(row["standout"]) >= DUPLICATE_STANDOUT and row["pixels"] == ""
+    assert summary["near_duplicates"]["rule"] == "pixels"  # fake:// uris: no pixels to read
     first_original, first_copy = planted.copies[0]
     assert pairs[(first_copy, first_original)]["label_mismatch"] == "true"
     assert summary["near_duplicates"]["cross_split"] >= len(planted.copies)

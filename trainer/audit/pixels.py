@@ -1,0 +1,230 @@
+"""The duplicate audit's second stage: do two candidate images show the same pixels?
+
+Transfer values say what an image shows, so two plain grey T-shirts, or two crops of one
+photo, can sit as close as a photo and its rescaled copy.  This stage looks at the pixels of
+the candidate pairs only, through a *thumbprint* per image: two grey thumbnails of
+`SIDE` × `SIDE` (Lanczos, antialiased), each centred and scaled to unit length, one of the
+whole picture and one of its content (a uniform frame trimmed off: a border someone added, or
+the empty background around a Fashion-MNIST garment; then padded to a square so nothing is
+stretched).  Two images' pixel similarity is the better of the two Pearson correlations:
+unchanged by rescaling (both become SIDE × SIDE), re-encoding and format changes (pixel noise
+averages out), brightness and contrast (centred and scaled), added borders (the content
+thumbnail); a small crop moves the content by a fraction of a thumbnail pixel, which costs a
+few hundredths (the rule asks less of a pair whose transfer values stand out).
+Measured per kind of copy in BENCHMARKS.md ("Near duplicates that people make").
+
+Reading them back: a run keeps where each image came from (`uri`), not its pixels, so the
+stage reads the images its candidate pairs name again, the way the extract job read them:
+- files and `gs://…` objects: through Beam's `FileSystems`, decoded by
+  `beam_jobs.images.decode` (JPEGs in the DCT domain at the smallest scale that keeps
+  `THUMBNAIL_DECODE` pixels a side, so a 12-megapixel photo costs a fraction of a full decode);
+- `idx:<part>#<row>`: a row of an IDX file, found through the run manifest's `idx:` source
+  (trainer.report.thumbnails does this for the report; reused);
+- `<file>.tfrecord#<n>`: the n-th record of a TFRecord file (read once while its rows are
+  asked for in order), its image under the usual feature keys;
+- `cifar10:<batch>#<row>`: a row of a CIFAR-10 batch under the manifest's `cifar10:` source.
+Anything else, or a file gone since extraction, has no pixels: the caller decides without them.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from beam_jobs.runs.read import Run
+
+SIDE = 12  # thumbprint side (144 numbers); 16 and 24 did worse on scaled copies
+RESAMPLING = "LANCZOS"  # antialiased: BOX aliases, and a copy scaled down aliases differently
+FRAME_TOLERANCE = 24  # grey levels a frame pixel may differ from the frame's colour
+FRAME_UNIFORM = 0.97  # share of a line within tolerance of the frame colour for it to count
+ROWS = 3  # thumbnails per image: whole, inside the outermost frame, content
+COMPARED = ((0, 0), (0, 1), (1, 0), (2, 2))  # rows of a and b compared
+THUMBNAIL_DECODE = 64  # pixels a side a JPEG is decoded to at least (DCT scaling)
+_CHUNK = 65_536  # pairs compared per step
+_CIFAR_PREFIX = "cifar10:"
+log = logging.getLogger(__name__)
+
+
+def _frame_lines(lines: np.ndarray, tolerance: float) -> tuple[int, float]:
+    """(how many leading lines of `lines` are one uniform colour, that colour)."""
+    colour = float(np.median(lines[0]))
+    uniform = np.mean(np.abs(lines - colour) <= tolerance, axis=1) >= FRAME_UNIFORM
+    return (len(uniform) if uniform.all() else int(np.argmin(uniform))), colour
+
+
+def trimmed(grey: np.ndarray, tolerance: float = FRAME_TOLERANCE, passes: int = 2
+            ) -> tuple[np.ndarray, Optional[float]]:
+    """(`grey` without the uniform frame around its content, the frame's innermost colour or
+    None when there was no frame).
+
+    Each side is trimmed on its own (a garment touching the bottom edge still loses the
+    empty rows above it), twice over: an added border first, then a background under it.
+    """
+    background = None
+    for _ in range(passes):
+        sides = [_frame_lines(lines, tolerance)
+                 for lines in (grey, grey[::-1], grey.T, grey.T[::-1])]
+        (top, c0), (bottom, c1), (left, c2), (right, c3) = sides
+        if top + bottom >= len(grey) - 1 or left + right >= grey.shape[1] - 1:
+            return grey, background  # blank, or a line: nothing to align on
+        if not top + bottom + left + right:
+            break
+        background = float(np.median([c for (n, c) in sides if n]))
+        grey = grey[top:len(grey) - bottom, left:grey.shape[1] - right]
+    return grey, background
+
+
+def squared(grey: np.ndarray) -> np.ndarray:
+    """`grey` centred on a square of its own mean level, so a narrow garment is not stretched
+    (a trim one line off then moves it by 1/28 of the thumbnail, not 1/9) and the padding,
+    flat at the mean, adds nothing to a correlation."""
+    height, width = grey.shape
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    return np.pad(grey, ((top, side - height - top), (left, side - width - left)),
+                  constant_values=float(grey.mean()))
+
+
+def _unit(grey: np.ndarray, side: int) -> np.ndarray:
+    from PIL import Image
+
+    small = Image.fromarray(grey).resize((side, side), getattr(Image.Resampling, RESAMPLING))
+    vector = np.array(small, np.float32).ravel()
+    vector -= vector.mean()
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 1e-3 else np.zeros_like(vector)
+
+
+def thumbprint(pixels: np.ndarray, side: int = SIDE) -> np.ndarray:
+    """uint8 [H, W, 3] (or [H, W]) → float32 [ROWS, side²]: the whole picture, the picture
+    inside its outermost uniform frame (an added border off), and its content inside every
+    frame (the background under the border off too, padded square); each centred, unit
+    length (zeros if flat)."""
+    grey = pixels.astype(np.float32)
+    if grey.ndim == 3:
+        grey = grey @ np.asarray([0.299, 0.587, 0.114], np.float32)
+    inside, _ = trimmed(grey, passes=1)
+    content, _ = trimmed(grey, passes=2)
+    return np.stack([_unit(grey, side), _unit(inside, side), _unit(squared(content), side)])
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pixel similarity of thumbprints [..., ROWS, side²]: the best of the rows compared in
+    `COMPARED` (whole vs whole; a framed copy's inside vs the original's whole; content vs
+    content, where a trim one line off costs only that row)."""
+    return np.max([np.einsum("...j,...j->...", a[..., x, :], b[..., y, :])
+                   for x, y in COMPARED], axis=0)
+
+
+def thumbprints(uris: Sequence[str] | np.ndarray, read: Callable[[str], Optional[np.ndarray]],
+                side: int = SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """(float16 [N, ROWS, side²], bool [N] found) for `uris`, read in sorted order (files
+    that hold many images are then read once).  float16: 864 B an image, 8.6 GB at 10 M."""
+    out = np.zeros((len(uris), ROWS, side * side), np.float16)
+    found = np.zeros(len(uris), bool)
+    for n in sorted(range(len(uris)), key=lambda n: uris[n]):
+        pixels = read(uris[n])
+        if pixels is not None and pixels.size:
+            out[n], found[n] = thumbprint(pixels, side), True
+    return out, found
+
+
+def pair_similarity(i: np.ndarray, j: np.ndarray, uris: Sequence[str] | np.ndarray,
+                    read: Callable[[str], Optional[np.ndarray]], side: int = SIDE) -> np.ndarray:
+    """float32 [P] pixel similarity of each pair (i[p], j[p]); NaN where either image could
+    not be read or is flat (no pixels to compare: the caller falls back on stage 1)."""
+    rows = np.unique(np.concatenate([i, j]))
+    prints, found = thumbprints([uris[r] for r in rows], read, side)
+    found &= np.abs(prints).sum(axis=(1, 2)) > 0
+    a, b = np.searchsorted(rows, i), np.searchsorted(rows, j)
+    out = np.empty(len(i), np.float32)
+    for start in range(0, len(i), _CHUNK):  # a gather of every pair at once is 1 KB a pair
+        end = start + _CHUNK
+        out[start:end] = similarity(prints[a[start:end]].astype(np.float32),
+                                    prints[b[start:end]].astype(np.float32))
+    out[~(found[a] & found[b])] = np.nan
+    return out
+
+
+class PixelReader:
+    """uri → uint8 [H, W, 3] or None.  Ask in uri order: multi-image files are kept one at a
+    time (the last TFRecord file, the last CIFAR batch), IDX parts for the whole audit."""
+
+    def __init__(self, runs: Sequence[Run]):
+        from trainer.report.thumbnails import ThumbnailLoader
+
+        self._thumbnails = ThumbnailLoader(runs)
+        sources = [str(run.manifest.get("source", "")) for run in runs]
+        self._cifar_folders = sorted({s[len(_CIFAR_PREFIX):] for s in sources
+                                      if s.startswith(_CIFAR_PREFIX)})
+        self._held: tuple[str, object] = ("", None)
+
+    def read(self, uri: str) -> Optional[np.ndarray]:
+        try:
+            if uri.startswith("idx:"):
+                return self._thumbnails.load(uri)
+            if uri.startswith(_CIFAR_PREFIX):
+                return self._cifar_row(uri)
+            if "#" in uri:
+                return self._tfrecord_row(uri)
+            return self._file(uri)
+        except Exception as err:  # noqa: BLE001 - a missing picture leaves the pair to stage 1
+            log.info("no pixels for %s: %s", uri, err)
+            return None
+
+    def _bytes(self, path: str) -> bytes:
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            return f.read()
+
+    def _file(self, uri: str) -> np.ndarray:
+        from beam_jobs.images.decode import decode_rgb
+
+        return decode_rgb(self._bytes(uri), draft_size=THUMBNAIL_DECODE)
+
+    def _held_file(self, key: str, load):
+        if self._held[0] != key:
+            self._held = ("", None)  # release the previous file before reading the next
+            self._held = (key, load())
+        return self._held[1]
+
+    def _tfrecord_row(self, uri: str) -> Optional[np.ndarray]:
+        import gzip
+
+        from beam_jobs.images.decode import decode_rgb
+        from beam_jobs.sources.tfrecord import IMAGE_KEYS, _feature_value, iter_records
+
+        path, _, row = uri.rpartition("#")
+
+        def records() -> list[bytes]:
+            data = self._bytes(path)
+            return list(iter_records(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data))
+
+        payloads = self._held_file(path, records)
+        if not row.isdigit() or int(row) >= len(payloads):
+            return None
+        from tensorflow.core.example import example_pb2
+
+        features = example_pb2.Example.FromString(payloads[int(row)]).features
+        _, encoded = _feature_value(features, IMAGE_KEYS)
+        return decode_rgb(encoded, draft_size=THUMBNAIL_DECODE) if isinstance(
+            encoded, bytes) else None
+
+    def _cifar_row(self, uri: str) -> Optional[np.ndarray]:
+        from beam_jobs.sources.cifar10 import load_batch
+
+        name, _, row = uri[len(_CIFAR_PREFIX):].partition("#")
+        for folder in self._cifar_folders:
+            for path in (posixpath.join(folder, name),
+                         posixpath.join(folder, "cifar-10-batches-py", name)):
+                try:
+                    batch = self._held_file(path, lambda p=path: load_batch(self._bytes(p)))
+                except OSError:
+                    continue
+                data = np.asarray(batch["data"], np.uint8).reshape(-1, 3, 32, 32)
+                return np.ascontiguousarray(data[int(row)].transpose(1, 2, 0))
+        return None
