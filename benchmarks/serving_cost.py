@@ -31,8 +31,9 @@ def folder_bytes(path: str) -> int:
                for root, _, names in os.walk(path) for name in names)
 
 
-def exports(data: str, model_dir: str, workdir: str) -> dict[str, str]:
-    """name → serving dir: the baseline and the full export of the same head."""
+def exports(data: str, model_dir: str, workdir: str):
+    """(name → serving dir, the OOD description): the baseline and the full export of the
+    same head."""
     import dataclasses
 
     import keras
@@ -62,7 +63,7 @@ def exports(data: str, model_dir: str, workdir: str) -> dict[str, str]:
                                    resize_policy=training_data.resize_policy,
                                    jpeg_factor=training_data.jpeg_factor,
                                    uncertainty=uncertainty)
-    return out
+    return out, full.ood
 
 
 def latency(serving: dict[str, str], batch: int, rounds: int) -> dict[str, float]:
@@ -84,6 +85,26 @@ def latency(serving: dict[str, str], batch: int, rounds: int) -> dict[str, float
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def ood_part(description, batch: int, rounds: int) -> float:
+    """Median seconds per image of the OOD score alone (the graph's added work besides one
+    softmax), on random transfer values: free of the backbone's noise on a shared machine."""
+    import tensorflow as tf
+
+    from trainer.uncertainty.ood import OodScorer
+
+    scorer = OodScorer(description)
+    dim = description.arrays["sample"].shape[1]
+    score = tf.function(scorer.__call__, input_signature=[tf.TensorSpec([None, dim])])
+    values = tf.constant(np.random.default_rng(1).normal(size=(batch, dim)).astype(np.float32))
+    score(values)
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        score(values).numpy()
+        times.append((time.perf_counter() - start) / batch)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="the extract output the model trained on")
@@ -91,7 +112,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
-        serving = exports(args.data, args.model_dir, workdir)
+        serving, description = exports(args.data, args.model_dir, workdir)
         sizes = {name: folder_bytes(path) for name, path in serving.items()}
         print(f"serving model size: before {sizes['before'] / 1e6:.2f} MB, after "
               f"{sizes['after'] / 1e6:.2f} MB (+{(sizes['after'] - sizes['before']) / 1e6:.2f} "
@@ -101,6 +122,10 @@ def main() -> None:
             print(f"batch {batch:2d}: before {seconds['before'] * 1e3:.2f} ms/image, after "
                   f"{seconds['after'] * 1e3:.2f} ms/image ({seconds['after'] / seconds['before']:.3f}x,"
                   f" median of {args.rounds} alternating rounds)", flush=True)
+            alone = ood_part(description, batch, args.rounds * 5)
+            print(f"          the OOD score alone: {alone * 1e3:.3f} ms/image "
+                  f"({alone / seconds['before']:.2%} of the whole model's time per image)",
+                  flush=True)
 
 
 if __name__ == "__main__":
