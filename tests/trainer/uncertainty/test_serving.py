@@ -103,6 +103,7 @@ def test_tv_predict_marks_images_unlike_the_training_data(parts, flagging_model,
     assert predict_model.OLD_EXPORT_NOTE in before.err
 
 
+@pytest.mark.slow
 def test_batch_job_writes_ood_columns_and_counts_the_flagged(parts, flagging_model, tmp_path):
     source = tmp_path / "source" / "cat"
     source.mkdir(parents=True)
