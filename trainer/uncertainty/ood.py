@@ -202,7 +202,7 @@ def _knn_score(x: tf.Tensor, sample: tf.Variable, k: int) -> tf.Tensor:
 
 
 def scores(scorer: OodScorer, features: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """Eager scores of a numpy array, in batches (the [N, C, K] difference stays small)."""
+    """Eager scores of a numpy array, in batches (bounded memory for any N)."""
     out = [scorer(tf.constant(features[i:i + batch])).numpy()
            for i in range(0, len(features), batch)]
     return np.concatenate(out) if out else np.zeros(0, np.float32)
