@@ -26,3 +26,9 @@ KEY_JPEG_FACTOR = "jpeg_dct_scaling_factor"
 KEY_PIXELS_SIGNATURE = "pixels_signature"
 KEY_PIXELS_INPUT = "pixels_input"
 KEY_TTA = "tta"  # true: probabilities are the mean over the image and its left-right mirror
+# Knowing when unsure (issue 23): every classifying signature of a new export also returns these;
+# an export without them (made before) predicts as before, with no ood_score.
+OUTPUT_OOD_SCORE = "ood_score"  # float32 [N]: higher = less like the training data
+OUTPUT_IN_DISTRIBUTION = "in_distribution"  # bool [N]: ood_score <= the export's threshold
+KEY_TEMPERATURE = "temperature"  # the served probabilities are softmax(logits / temperature)
+KEY_OOD = "ood"  # the OOD description's method, threshold and size (absent: no ood_score)

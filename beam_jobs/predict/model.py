@@ -9,6 +9,9 @@ An export written before `preprocessing.json` existed has no pixels signature: i
 then decoded by Pillow at full size (as extraction did at the time), re-encoded losslessly as
 PNG and sent through `serving_default`, whose PNG decode is exact; the served resize is the one
 extraction used.  The result is the same pixels, at the cost of a PNG encode per image.
+
+An export written before issue 23 has no `ood_score`: it predicts as before, `Scored.ood_score`
+is None, and `OLD_EXPORT_NOTE` says why.
 """
 
 from __future__ import annotations
@@ -24,12 +27,26 @@ from beam_jobs.cli.errors import UserError
 from beam_jobs.images import decode as imaging
 from beam_jobs.runs import read as runs
 from schemas import serving as export
-from schemas.serving import INPUT_NAME, LABELS_FILE, OUTPUT_PROBABILITIES, SERVING_DIR
+from schemas.serving import (INPUT_NAME, LABELS_FILE, OUTPUT_IN_DISTRIBUTION, OUTPUT_OOD_SCORE,
+                             OUTPUT_PROBABILITIES, SERVING_DIR)
 
 LEGACY_SIGNATURE = "serving_default"
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own guard, as tv-extract's --max_pixels default
 
 ModelInput = Union[np.ndarray, bytes]  # uint8 [S, S, 3] pixels, or PNG bytes (legacy export)
+OLD_EXPORT_NOTE = ("note: this model was exported before out-of-distribution scores, so nothing "
+                   "marks images unlike its training data (no ood_score); export it again with "
+                   "this version's tv-train to get them.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    """A batch's outputs: probabilities [N, C]; ood_score [N] and in_distribution [N], or None
+    for an export without them."""
+
+    probabilities: np.ndarray
+    ood_score: Optional[np.ndarray] = None
+    in_distribution: Optional[np.ndarray] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +59,7 @@ class Preprocessing:
     jpeg_dct_scaling_factor: int = 0
     signature: str = LEGACY_SIGNATURE
     input_name: str = INPUT_NAME
+    has_ood: bool = False  # the export serves ood_score and in_distribution
 
     @property
     def takes_pixels(self) -> bool:
@@ -58,7 +76,8 @@ def read_preprocessing(model_dir: str) -> Preprocessing:
                          resize_policy=record[export.KEY_RESIZE_POLICY],
                          jpeg_dct_scaling_factor=int(record[export.KEY_JPEG_FACTOR]),
                          signature=record[export.KEY_PIXELS_SIGNATURE],
-                         input_name=record[export.KEY_PIXELS_INPUT])
+                         input_name=record[export.KEY_PIXELS_INPUT],
+                         has_ood=export.KEY_OOD in record)
 
 
 def read_labels(model_dir: str) -> list[str]:
@@ -120,14 +139,23 @@ class LoadedModel:
                             f"export it again with this version's tv-train.")
         self.prep = prep
         self.signature = self.saved_model.signatures[prep.signature]
+        self.has_ood = OUTPUT_OOD_SCORE in self.signature.structured_outputs
 
-    def probabilities(self, inputs: Sequence[ModelInput]) -> np.ndarray:
-        """float32 [N, C] for a batch of `model_input` results."""
+    def score(self, inputs: Sequence[ModelInput]) -> Scored:
+        """The outputs for a batch of `model_input` results."""
         import tensorflow as tf
 
         batch: Any = (np.stack(inputs) if self.prep.takes_pixels
                       else tf.constant(list(inputs), tf.string))
-        return self.signature(**{self.prep.input_name: batch})[OUTPUT_PROBABILITIES].numpy()
+        out = self.signature(**{self.prep.input_name: batch})
+        if not self.has_ood:
+            return Scored(out[OUTPUT_PROBABILITIES].numpy())
+        return Scored(out[OUTPUT_PROBABILITIES].numpy(), out[OUTPUT_OOD_SCORE].numpy(),
+                      out[OUTPUT_IN_DISTRIBUTION].numpy())
+
+    def probabilities(self, inputs: Sequence[ModelInput]) -> np.ndarray:
+        """float32 [N, C] for a batch of `model_input` results."""
+        return self.score(inputs).probabilities
 
 
 def top_k(probabilities: np.ndarray, labels: Sequence[str], k: int) -> list[tuple[str, float]]:

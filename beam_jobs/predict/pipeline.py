@@ -5,7 +5,9 @@
 
 The same sources, Pillow decode and dead letters as tv-extract, RunInference over the export's
 pixels signature, and the output committed like a run: predictions-*.parquet and
-predictions-*.csv, dead_letters/*.jsonl, manifest.json (inputs = predicted + rejected), and
+predictions-*.csv (with each image's `ood_score` and `in_distribution`), dead_letters/*.jsonl,
+manifest.json (inputs = predicted + rejected; `out_of_distribution`: how many predictions were
+flagged unlike the training data, null for an export without scores), and
 `_SUCCESS` written last, so a killed job leaves nothing a reader takes as complete.
 """
 
@@ -178,7 +180,7 @@ def _describe(prep: predict_model.Preprocessing) -> dict[str, Any]:
                                                       "(export without preprocessing.json)"}
     return {"signature": prep.signature, "image_size": prep.image_size,
             "resize_policy": prep.resize_policy,
-            "jpeg_dct_scaling_factor": prep.jpeg_dct_scaling_factor}
+            "jpeg_dct_scaling_factor": prep.jpeg_dct_scaling_factor, "ood": prep.has_ood}
 
 
 def commit_predictions(output: str, stats: dict[str, Any], manifest: dict[str, Any],
@@ -193,6 +195,8 @@ def commit_predictions(output: str, stats: dict[str, Any], manifest: dict[str, A
         raise UserError("The source holds no images: nothing to predict.")
     manifest = dict(manifest, inputs=stats["inputs"], predicted=stats["predicted"],
                     rejected=rejected, dead_letters=stats["dead_letters"],
+                    out_of_distribution=(stats.get("out_of_distribution")
+                                         if manifest["preprocessing"].get("ood") else None),
                     durations={"total_s": round(elapsed, 2)})
     commit.publish(output, manifest)
     return manifest
@@ -211,5 +215,10 @@ def _report(output: str, manifest: dict[str, Any]) -> None:
     print(f"Committed predictions at {output}")
     print(f"  {manifest['inputs']} inputs: {manifest['predicted']} predicted, "
           f"{manifest['rejected']} rejected {manifest['dead_letters']}")
+    if manifest["out_of_distribution"] is None:
+        print(f"  {predict_model.OLD_EXPORT_NOTE}")
+    else:
+        print(f"  {manifest['out_of_distribution']} of {manifest['predicted']} predictions "
+              f"flagged unlike the training data (in_distribution false)")
     print(f"  {elapsed:.1f} s, {manifest['inputs'] / max(elapsed, 1e-9):.1f} images/s, "
           f"model {manifest['model']}")

@@ -5,7 +5,9 @@
 
 Decoding is the extract job's own (its `DecodeImages` stage, or `predict_model.model_input`
 for older exports), so a batch prediction sees the pixels the training features came from; the
-model is loaded once per worker by RunInference, never pickled into the graph.
+model is loaded once per worker by RunInference, never pickled into the graph.  Rows carry the
+export's `ood_score` and `in_distribution` (empty for an export without them), and the tally
+counts the rows flagged out of distribution.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ PREDICTIONS = "predictions"
 NAMESPACE = progress.NAMESPACE  # the progress line counts records in this namespace
 # One prediction row; CSV holds the same columns, the two lists as JSON arrays.
 COLUMNS = ("uri", "image_id", "source_label", "label", "probability", "top_k_labels",
-           "top_k_probabilities")
+           "top_k_probabilities", "ood_score", "in_distribution")
 
 Key = tuple[str, str, str]  # (uri, image_id, the source's own label)
 _PREDICTED = Metrics.counter(NAMESPACE, progress.RECORDS)
@@ -53,7 +55,8 @@ def arrow_schema():
                       ("source_label", pa.string()), ("label", pa.string()),
                       ("probability", pa.float32()),
                       ("top_k_labels", pa.list_(pa.string())),
-                      ("top_k_probabilities", pa.list_(pa.float32()))])
+                      ("top_k_probabilities", pa.list_(pa.float32())),
+                      ("ood_score", pa.float32()), ("in_distribution", pa.bool_())])
 
 
 def _rejected_by_source(image: SourceImage) -> Optional[str]:
@@ -152,8 +155,11 @@ class ServingModelHandler(ModelHandler[ServingInput, PredictionResult, LoadedMod
     def run_inference(self, batch: Sequence[ServingInput], model: LoadedModel,
                       inference_args: Optional[dict[str, Any]] = None
                       ) -> Iterable[PredictionResult]:
-        probabilities = model.probabilities(batch)
-        return [PredictionResult(None, row) for row in probabilities]
+        scored = model.score(batch)
+        if scored.ood_score is None:
+            return [PredictionResult(None, (row, None, None)) for row in scored.probabilities]
+        return [PredictionResult(None, (row, float(score), bool(inside))) for row, score, inside
+                in zip(scored.probabilities, scored.ood_score, scored.in_distribution)]
 
     def get_num_bytes(self, batch: Sequence[ServingInput]) -> int:
         return sum(len(x) if isinstance(x, bytes) else x.nbytes for x in batch)
@@ -165,12 +171,15 @@ class ServingModelHandler(ModelHandler[ServingInput, PredictionResult, LoadedMod
 def to_prediction_row(keyed: tuple[Key, PredictionResult], labels: Sequence[str],
                       k: int) -> dict[str, Any]:
     (uri, image_id, source_label), result = keyed
-    best = top_k(np.asarray(result.inference), labels, k)
+    inference: Any = result.inference  # (probabilities, ood_score, in_distribution)
+    probabilities, ood_score, in_distribution = inference
+    best = top_k(np.asarray(probabilities), labels, k)
     _PREDICTED.inc()
     return {"uri": uri, "image_id": image_id, "source_label": source_label,
             "label": best[0][0], "probability": best[0][1],
             "top_k_labels": [label for label, _ in best],
-            "top_k_probabilities": [probability for _, probability in best]}
+            "top_k_probabilities": [probability for _, probability in best],
+            "ood_score": ood_score, "in_distribution": in_distribution}
 
 
 def failed_batch_to_dead_letters(failure) -> list[str]:
@@ -179,7 +188,8 @@ def failed_batch_to_dead_letters(failure) -> list[str]:
 
 
 def csv_line(row: dict[str, Any]) -> str:
-    values = [json.dumps(row[c]) if isinstance(row[c], list) else row[c] for c in COLUMNS]
+    values = [json.dumps(row[c]) if isinstance(row[c], list)
+              else ("" if row[c] is None else row[c]) for c in COLUMNS]
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="").writerow(values)
     return buffer.getvalue()
@@ -202,8 +212,14 @@ class WritePredictions(beam.PTransform):
                                                header=",".join(COLUMNS)))
 
 
-def _tally(_, inputs: int, predicted: int, reasons: Iterable[tuple[str, int]]) -> str:
-    return json.dumps({"inputs": inputs, "predicted": predicted, "dead_letters": dict(reasons)})
+def _tally(_, inputs: int, predicted: int, flagged: int,
+           reasons: Iterable[tuple[str, int]]) -> str:
+    return json.dumps({"inputs": inputs, "predicted": predicted, "out_of_distribution": flagged,
+                       "dead_letters": dict(reasons)})
+
+
+def _out_of_distribution(row: dict[str, Any]) -> bool:
+    return row.get("in_distribution") is False  # None: an export without scores
 
 
 class WriteTally(beam.PTransform):
@@ -217,6 +233,8 @@ class WriteTally(beam.PTransform):
     def expand(self, pcolls: dict[str, Any]):
         inputs = pcolls["inputs"] | "CountInputs" >> beam.combiners.Count.Globally()
         predicted = pcolls["rows"] | "CountPredicted" >> beam.combiners.Count.Globally()
+        flagged = (pcolls["rows"] | "Unlike" >> beam.Filter(_out_of_distribution)
+                   | "CountUnlike" >> beam.combiners.Count.Globally())
         reasons = (pcolls["dead_letters"]
                    | "Reason" >> beam.Map(lambda line: json.loads(line)["reason"])
                    | "CountRejected" >> beam.combiners.Count.PerElement())
@@ -224,6 +242,7 @@ class WriteTally(beam.PTransform):
                 | "One" >> beam.Create([None])
                 | "Tally" >> beam.Map(_tally, beam.pvalue.AsSingleton(inputs),
                                       beam.pvalue.AsSingleton(predicted),
+                                      beam.pvalue.AsSingleton(flagged),
                                       beam.pvalue.AsList(reasons))
                 | "Write" >> beam.io.WriteToText(runs.join(self._output, STATS_FILE),
                                                  file_name_suffix=".json", shard_name_template=""))

@@ -78,10 +78,15 @@ def write_tables(c: Collection, f: Findings, output: str) -> None:
                for a, b, s, score, seen in zip(pairs.a, pairs.b, pairs.similarity,
                                                pairs.standout, pairs.pixels)))
     out = f.outliers
+    scored = out.ood_score is not None
     write_csv(_join(output, OUTLIERS_CSV),
-              ["uri", "image_id", "split", "label", "neighbour_label", "distance", "flagged"],
+              ["uri", "image_id", "split", "label", "neighbour_label", "distance", "flagged",
+               "ood_score", "in_distribution"],
               (_example(c, labels, i) + [labels[out.neighbour_label[i]], f"{out.distance[i]:.6f}",
-                                         _flag(out.flagged[i])] for i in out.order))
+                                         _flag(out.flagged[i]),
+                                         f"{out.ood_score[i]:.6f}" if scored else "",
+                                         _flag(out.in_distribution[i]) if scored else ""]
+               for i in out.order))
 
 
 def summarise(c: Collection, f: Findings, config: AuditConfig) -> dict:

@@ -14,7 +14,7 @@ from trainer.audit import label_issues as li
 from trainer.audit.collection import Collection
 from trainer.audit.folds import FoldConfig, out_of_fold_probabilities
 from trainer.audit.neighbours import EXACT_LIMIT, Neighbours, nearest_neighbours
-from trainer.audit.outliers import OUTLIER_MADS, Outliers, outliers
+from trainer.audit.outliers import OUTLIER_MADS, Outliers, outliers, with_ood_scores
 from trainer.audit.pixels import PixelReader
 
 
@@ -84,6 +84,7 @@ def run_audit(collection: Collection, config: AuditConfig = AuditConfig()) -> Fi
                                 config.duplicate_standout, config.duplicate_similarity,
                                 config.exact_limit, read, config.duplicate_pixels)
     seconds["duplicates"] = time.perf_counter() - start
-    isolated = outliers(neighbours, collection.label_ids, len(collection.labels),
-                        config.outlier_mads)
+    isolated = with_ood_scores(outliers(neighbours, collection.label_ids, len(collection.labels),
+                                        config.outlier_mads),
+                               collection.transfer_values, collection.splits)
     return Findings(issues, pairs, isolated, neighbours, seconds)

@@ -15,7 +15,15 @@ as it is), so a client that decodes with `decode_for_backbone` feeds exactly the
 `preprocessing.json` beside labels.txt tells such clients the size and policy.  A model
 trained with `--tta` serves the mean of the head's probabilities on the S×S image and on its
 left-right mirror (as the extract job's mirror views are made); its `transfer_values`
-signatures still describe the image itself.  Clients need
+signatures still describe the image itself.
+
+Knowing when unsure (trainer.uncertainty): the served probabilities are softmax(logits / T), T
+fitted on the validation split (for `--tta`, the logits are the log of the mirror-averaged
+probabilities), so the ranking is the head's own; and every classifying signature also returns
+`ood_score` (higher: less like the training transfer values: the cosine distance to the 5th
+nearest of a 1,000-image sample of the train split) and `in_distribution` (the score at most
+the threshold that keeps 95 % of validation images in), computed in the graph from the image's
+own transfer values (trainer.uncertainty.ood).  Clients need
 only `tf.saved_model.load`: no Keras, no code of ours.  The export is written beside its final
 place and renamed in, so a reader never sees a half-written model.
 """
@@ -46,10 +54,14 @@ from schemas.serving import (  # noqa: F401 - the contract's names, also as expo
     KEY_PIXELS_INPUT,
     KEY_PIXELS_SIGNATURE,
     KEY_RESIZE_POLICY,
+    KEY_OOD,
+    KEY_TEMPERATURE,
     KEY_TTA,
     LABELS_FILE,
     OUTPUT_HEAD_INPUT,
+    OUTPUT_IN_DISTRIBUTION,
     OUTPUT_LABEL,
+    OUTPUT_OOD_SCORE,
     OUTPUT_PROBABILITIES,
     OUTPUT_TRANSFER_VALUES,
     PIXELS_INPUT,
@@ -57,6 +69,9 @@ from schemas.serving import (  # noqa: F401 - the contract's names, also as expo
     PREPROCESSING_FILE,
     SERVING_DIR,
 )
+from trainer.uncertainty.assess import Uncertainty
+from trainer.uncertainty.logits import HeadLogits, calibrated_probabilities, mean_of_softmaxes
+from trainer.uncertainty.ood import TRANSFER_VALUES, OodScorer
 
 # Run in a fresh interpreter that imports nothing of ours: proves the export is self-contained.
 _VERIFY_SCRIPT = """
@@ -75,7 +90,8 @@ class ServingModule(tf.Module):
 
     def __init__(self, backbone: Backbone, head: keras.Model, labels: Sequence[str],
                  labels_path: str, transform=None, resize_policy: str = RESIZE_POLICY,
-                 jpeg_factor: int = 0, tta: bool = False):
+                 jpeg_factor: int = 0, tta: bool = False,
+                 uncertainty: Uncertainty = Uncertainty()):
         super().__init__(name="transfer_values_classifier")
         self.backbone = tf.saved_model.load(backbone.saved_model_dir)
         self.head = head
@@ -86,6 +102,10 @@ class ServingModule(tf.Module):
         self.tta = tta
         self.class_names = tf.constant(list(labels), tf.string)
         self.labels_asset = tf.saved_model.Asset(labels_path)  # copied into the SavedModel
+        self.head_logits = HeadLogits(head)  # the head's own variables, without its softmax
+        self.temperature = tf.Variable(float(uncertainty.temperature), dtype=tf.float32,
+                                       trainable=False, name="temperature")
+        self.ood = OodScorer(uncertainty.ood) if uncertainty.ood is not None else None
 
     def _decode(self, image_bytes: tf.Tensor) -> tf.Tensor:
         return decode_for_serving(image_bytes, self.image_size, self.resize_policy,
@@ -110,19 +130,29 @@ class ServingModule(tf.Module):
         return tf.map_fn(self._decode, image_bytes,
                          fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
 
-    def _probabilities(self, images: tf.Tensor) -> tf.Tensor:
-        """The head's probabilities; with TTA, their mean over the images and their mirrors
-        (one backbone call on both halves of a doubled batch)."""
+    def _logits(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The head's logits, and the images' transfer values and head inputs; with TTA, the
+        logits are the log of the mean of the softmaxes over the images and their mirrors (one
+        backbone call on both halves of a doubled batch), the rest the images' own."""
         if not self.tta:
-            return self.head(self._features(images)[1], training=False)
+            values, head_input = self._features(images)
+            return self.head_logits(head_input), values, head_input
         both = tf.concat([images, tf.image.flip_left_right(images)], axis=0)
-        original, mirrored = tf.split(self.head(self._features(both)[1], training=False), 2)
-        return (original + mirrored) / 2
+        values, head_inputs = self._features(both)
+        original, mirrored = tf.split(self.head_logits(head_inputs), 2)
+        return (mean_of_softmaxes(original, mirrored), tf.split(values, 2)[0],
+                tf.split(head_inputs, 2)[0])
 
     def _classify(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        probabilities = self._probabilities(images)
+        logits, values, head_input = self._logits(images)
+        probabilities = calibrated_probabilities(logits, self.temperature)
         label = tf.gather(self.class_names, tf.argmax(probabilities, axis=-1))
-        return {OUTPUT_PROBABILITIES: probabilities, OUTPUT_LABEL: label}
+        outputs = {OUTPUT_PROBABILITIES: probabilities, OUTPUT_LABEL: label}
+        if self.ood is not None:
+            score = self.ood(values if self.ood.space == TRANSFER_VALUES else head_input)
+            outputs[OUTPUT_OOD_SCORE] = score
+            outputs[OUTPUT_IN_DISTRIBUTION] = self.ood.in_distribution(score)
+        return outputs
 
     def _describe(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         values, head_input = self._features(images)
@@ -152,9 +182,9 @@ def write_labels(labels: Sequence[str], path: str) -> None:
         f.write("".join(f"{label}\n" for label in labels))
 
 
-def verify_in_fresh_process(export_dir: str, num_classes: int) -> None:
+def verify_in_fresh_process(export_dir: str, num_classes: int, with_ood: bool = False) -> None:
     """Load and call both the bytes and the pixels signature in a new interpreter; raise if
-    either does not serve [N, C]."""
+    either does not serve [N, C] (and [N] OOD outputs when `with_ood`)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run([sys.executable, "-I", "-c", _VERIFY_SCRIPT, export_dir, INPUT_NAME,
                              PIXELS_SIGNATURE, PIXELS_INPUT],
@@ -163,20 +193,25 @@ def verify_in_fresh_process(export_dir: str, num_classes: int) -> None:
         raise RuntimeError(f"the serving export at {export_dir} failed to load in a fresh "
                            f"process:\n{result.stderr[-4000:]}")
     shapes = json.loads(result.stdout.strip().splitlines()[-1])
-    expected = {OUTPUT_PROBABILITIES: [2, num_classes], OUTPUT_LABEL: [2]}
+    expected = {OUTPUT_PROBABILITIES: [2, num_classes], OUTPUT_LABEL: [2],
+                **({OUTPUT_OOD_SCORE: [2], OUTPUT_IN_DISTRIBUTION: [2]} if with_ood else {})}
     if shapes != [expected, expected]:
         raise RuntimeError(f"the serving export at {export_dir} returned shapes {shapes}")
 
 
 def write_preprocessing(path: str, image_size: int, resize_policy: str, jpeg_factor: int,
-                        tta: bool = False) -> None:
+                        tta: bool = False, uncertainty: Uncertainty = Uncertainty()) -> None:
     """What a client that decodes itself must reproduce: `decode_for_backbone(encoded,
     image_size, resize_policy)` with JPEGs DCT-scaled at `jpeg_factor`, then PIXELS_SIGNATURE
-    (which does the mirror averaging itself when `tta`)."""
+    (which does the mirror averaging itself when `tta`); and what its outputs mean."""
+    ood = ({KEY_OOD: {**uncertainty.ood.describe(), "outputs": [OUTPUT_OOD_SCORE,
+                                                                OUTPUT_IN_DISTRIBUTION]}}
+           if uncertainty.ood is not None else {})
     with open(path, "w") as f:
         json.dump({KEY_IMAGE_SIZE: image_size, KEY_RESIZE_POLICY: resize_policy,
                    KEY_JPEG_FACTOR: jpeg_factor, KEY_PIXELS_SIGNATURE: PIXELS_SIGNATURE,
-                   KEY_PIXELS_INPUT: PIXELS_INPUT, KEY_TTA: tta}, f, indent=2)
+                   KEY_PIXELS_INPUT: PIXELS_INPUT, KEY_TTA: tta,
+                   KEY_TEMPERATURE: uncertainty.temperature, **ood}, f, indent=2)
         f.write("\n")
 
 
@@ -194,11 +229,13 @@ def _publish(staging: str, target: str) -> None:
 
 def export_serving(model: keras.Model, backbone: Backbone, labels: Sequence[str],
                    export_dir: str, *, transform=None, resize_policy: str = RESIZE_POLICY,
-                   jpeg_factor: int | None = None, tta: bool = False) -> str:
+                   jpeg_factor: int | None = None, tta: bool = False,
+                   uncertainty: Uncertainty = Uncertainty()) -> str:
     """Write the serving SavedModel to `export_dir`, and `labels.txt` and `preprocessing.json`
     beside it; return the dir.  `jpeg_factor`: the runs' `options.decode.
     jpeg_dct_scaling_factor` (None: this version's `beam_jobs.images.decode.DRAFT_FACTOR`); `tta`:
-    serve the mean over each image and its mirror (`tv-train --tta`)."""
+    serve the mean over each image and its mirror (`tv-train --tta`); `uncertainty`: the
+    temperature and the thresholded OOD description (default: neither)."""
     factor = imaging.DRAFT_FACTOR if jpeg_factor is None else int(jpeg_factor)
     export_dir = os.path.abspath(export_dir)
     parent = os.path.dirname(export_dir)
@@ -208,16 +245,16 @@ def export_serving(model: keras.Model, backbone: Backbone, labels: Sequence[str]
         labels_path = os.path.join(staging_root, LABELS_FILE)
         write_labels(labels, labels_path)
         module = ServingModule(backbone, model, labels, labels_path, transform, resize_policy,
-                               factor, tta)
+                               factor, tta, uncertainty)
         staging = os.path.join(staging_root, "model")
         tf.saved_model.save(module, staging, signatures={
             "serving_default": module.serve, FEATURES_SIGNATURE: module.transfer_values,
             PIXELS_SIGNATURE: module.serve_pixels,
             FEATURES_PIXELS_SIGNATURE: module.transfer_values_pixels})
-        verify_in_fresh_process(staging, len(labels))
+        verify_in_fresh_process(staging, len(labels), uncertainty.ood is not None)
         write_labels(labels, os.path.join(parent, LABELS_FILE))
         write_preprocessing(os.path.join(parent, PREPROCESSING_FILE), backbone.image_size,
-                            resize_policy, factor, tta)
+                            resize_policy, factor, tta, uncertainty)
         _publish(staging, export_dir)
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)

@@ -7,6 +7,8 @@ Images are decoded by the extract job's own Pillow path and fed to the export as
 (`beam_jobs.predict.model`), so whatever extraction reads predicts from the very pixels training
 saw.  The model is loaded with plain `tf.saved_model.load`, as any client would, so this
 command is also the smoke test of an export.  The batch form is `beam_jobs.predict.pipeline`.
+An image whose `ood_score` is above the export's threshold is marked UNLIKE on its first line:
+its probabilities say which class it resembles most, not that it is one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ EXAMPLE = """example:
   (tv-predict --source=KIND:URI --help lists the batch job's options)"""
 BATCH_FLAGS = ("--source", "--output")
 CHUNK = 64  # images per call of the model
+UNLIKE = "(unlike the training data)"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -77,20 +80,32 @@ def classify_files(args: argparse.Namespace) -> dict[str, list[tuple[str, float]
         except OSError as err:  # a folder, a permission, a read error
             failed[path] = DecodeError("unreadable", f"{type(err).__name__}: {err}")
     results: dict[str, list[tuple[str, float]]] = {}
+    headings: dict[str, str] = {}
     paths = list(inputs)
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start:start + CHUNK]
-        probabilities = model.probabilities([inputs[path] for path in chunk])
-        for path, row in zip(chunk, probabilities):
-            results[path] = predict_model.top_k(row, labels, args.top_k)
+        scored = model.score([inputs[path] for path in chunk])
+        for i, path in enumerate(chunk):
+            results[path] = predict_model.top_k(scored.probabilities[i], labels, args.top_k)
+            headings[path] = heading(path, scored, i)
+    if not model.has_ood and inputs:
+        print(predict_model.OLD_EXPORT_NOTE, file=sys.stderr)
     for path in args.images:  # in the order given
         if path in results:
-            print(path)
+            print(headings[path])
             for label, probability in results[path]:
                 print(f"  {label}: {probability:.5f}")
     if failed:
         raise UserError(_unreadable_sentence(failed, len(args.images)))
     return results
+
+
+def heading(path: str, scored, row: int) -> str:
+    """The image's first line: its path, with the UNLIKE mark and its ood_score when it is out
+    of distribution (just the path otherwise, and for an export without scores)."""
+    if scored.ood_score is None or scored.in_distribution[row]:
+        return path
+    return f"{path}  {UNLIKE[:-1]}: ood_score {scored.ood_score[row]:.3g})"
 
 
 def _unreadable_sentence(failed: dict[str, DecodeError], total: int) -> str:

@@ -31,6 +31,7 @@ from trainer.train.data.split_cache import SplitCache
 from trainer.train.data.transform import load_transform
 from trainer.train.data.views import check_mirrored
 from trainer.train.fit import HEAD_FILE, fit
+from trainer.uncertainty.assess import Uncertainty, describe_training_data
 
 EXAMPLE = """example:
   tv-train --data=/tmp/tv --model_dir=/tmp/model --head=hidden --epochs=30
@@ -66,13 +67,19 @@ def train(config: TrainConfig, data: str, model_dir: str, *, verbose: int = 0,
         config = tuning.config
     model, history = fit(config, training_data, model_dir, verbose, transform, cache=cache)
     model.save(os.path.join(model_dir, HEAD_FILE))
-    metrics = evaluate.evaluate(model, training_data, config, model_dir, history, transform)
+    description, known = None, {}
+    if backbone is not None:  # only an export serves ood_score
+        description, known["ood"] = describe_training_data(
+            evaluate.split_transfer_values(training_data, config), config.seed or 0)
+    metrics, temperature = evaluate.evaluate(model, training_data, config, model_dir, history,
+                                             transform, known)
     if tuning is not None:
         metrics = head_search.record(tuning, metrics, model_dir)
     if backbone is not None:
         export_serving(model, backbone, training_data.labels, os.path.join(model_dir, SERVING_DIR),
                        transform=transform, resize_policy=training_data.resize_policy,
-                       jpeg_factor=training_data.jpeg_factor, tta=config.tta)
+                       jpeg_factor=training_data.jpeg_factor, tta=config.tta,
+                       uncertainty=Uncertainty(temperature, description))
     return metrics
 
 
@@ -138,6 +145,9 @@ def run(argv: Sequence[str] | None = None) -> dict:
         print(f"excluded {metrics['excluded']['images']} images listed in {args.exclude}")
     print(f"test accuracy: {metrics['test_accuracy']:.4f} "
           f"(validation {metrics['validation_accuracy']:.4f})")
+    calibration = metrics["calibration"]
+    print(f"calibration: temperature {calibration['temperature']:.3f}, test ECE "
+          f"{calibration['ece_uncalibrated']:.4f} -> {calibration['ece']:.4f}")
     print(f"outputs: {os.path.abspath(args.model_dir)} "
           f"(serving model: {os.path.join(os.path.abspath(args.model_dir), SERVING_DIR)})")
     return metrics

@@ -3,7 +3,9 @@
 Writes into the model folder `metrics.json` (accuracy, top-k, per-class precision/recall/F1,
 confusion matrix), `confusion_matrix.csv` / `.png`, `training_curves.png`, `errors.csv` +
 `errors.png` (most confident mistakes first, with their uri, since a confident mistake is most
-often a wrong label in the source), `embedding_pca.png` and `report.html` showing all of it.
+often a wrong label in the source), `embedding_pca.png`, `reliability.png` and `report.html`
+showing all of it.  The probabilities reported are the calibrated ones the export serves
+(trainer.uncertainty: one temperature fitted on the validation split).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import csv
 import dataclasses
 import json
 import os
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 from sklearn import metrics as sk_metrics
 
 from schemas import record
@@ -24,6 +27,8 @@ from trainer.train import training_report as report
 from trainer.train.config import TrainConfig
 from trainer.train.data.dataset import TrainingData, evaluation_dataset
 from trainer.train.data.views import views_by_run
+from trainer.uncertainty import assess, calibration
+from trainer.uncertainty.logits import HeadLogits, mean_of_softmaxes
 
 METRICS_FILE = "metrics.json"
 CONFUSION_CSV = "confusion_matrix.csv"
@@ -43,6 +48,7 @@ class Predictions:
     probabilities: np.ndarray  # float32 [N, C]
     uris: list[str]
     features: np.ndarray  # float32 [N, D], what the head saw (z-scored transfer values)
+    logits: Optional[np.ndarray] = None  # float32 [N, C]: softmax(logits) = probabilities
     single_view_accuracy: float | None = None  # with TTA: view 0's own accuracy, for comparison
 
     @property
@@ -57,19 +63,21 @@ class Predictions:
 def predict_split(model: keras.Model, training_data: TrainingData, split: str,
                   config: TrainConfig, transform=None) -> Predictions:
     """One row per image (view 0); with `config.tta` its probabilities are the mean of the
-    head's on the image and on its mirror (view -1)."""
-    label_ids, probabilities, uris, inputs, image_ids, views = [], [], [], [], [], []
+    head's on the image and on its mirror (view -1), and its logits their log."""
+    label_ids, logits, uris, inputs, image_ids, views = [], [], [], [], [], []
+    head_logits = HeadLogits(model)
     for batch in evaluation_dataset(training_data, split, config, transform, tta=config.tta):
         features, label_id, uri = batch[:3]
-        probabilities.append(model(features, training=False).numpy())
+        logits.append(head_logits(features).numpy())
         label_ids.append(label_id.numpy())
         uris.extend(u.decode("utf-8") for u in uri.numpy())
         inputs.append(features.numpy())
         if config.tta:
             image_ids.extend(batch[3].numpy())
             views.append(batch[4].numpy())
-    predictions = Predictions(np.concatenate(label_ids), np.concatenate(probabilities), uris,
-                              np.concatenate(inputs))
+    all_logits = np.concatenate(logits)
+    predictions = Predictions(np.concatenate(label_ids), tf.nn.softmax(all_logits).numpy(), uris,
+                              np.concatenate(inputs), all_logits)
     if config.tta:
         return _mean_with_mirrors(predictions, image_ids, np.concatenate(views))
     return predictions
@@ -83,10 +91,21 @@ def _mean_with_mirrors(predictions: Predictions, image_ids: Sequence[bytes],
     mirror_of = {image_ids[i]: i for i in np.flatnonzero(views == record.MIRROR_VIEW)}
     mirrors = np.array([mirror_of.get(image_ids[i], i) for i in original], dtype=np.int64)
     probabilities = (predictions.probabilities[original] + predictions.probabilities[mirrors]) / 2
+    logits = mean_of_softmaxes(predictions.logits[original], predictions.logits[mirrors]).numpy()
     label_ids = predictions.label_ids[original]
     single_view = float(np.mean(predictions.probabilities[original].argmax(axis=1) == label_ids))
     return Predictions(label_ids, probabilities, [predictions.uris[i] for i in original],
-                       predictions.features[original], single_view)
+                       predictions.features[original], logits, single_view)
+
+
+def split_transfer_values(training_data: TrainingData, config: TrainConfig):
+    """split → its raw transfer values (view 0) batch by batch: what the export's OOD
+    description samples and thresholds (trainer.uncertainty.assess)."""
+    def values_of(split: str):
+        for values, _, _ in evaluation_dataset(training_data, split, config).as_numpy_iterator():
+            yield values
+
+    return values_of
 
 
 def top_k_accuracy(test: Predictions, k_max: int) -> dict[str, float]:
@@ -151,12 +170,19 @@ def write_errors_csv(test: Predictions, labels: Sequence[str], path: str) -> int
 
 
 def evaluate(model: keras.Model, training_data: TrainingData, config: TrainConfig,
-             model_dir: str, history: Mapping[str, Sequence[float]], transform=None) -> dict:
-    """Evaluate the (restored best) model, write the report files, return the metrics."""
+             model_dir: str, history: Mapping[str, Sequence[float]], transform=None,
+             known: Optional[dict] = None) -> tuple[dict, float]:
+    """Evaluate the (restored best) model, calibrate it, write the report files (with `known`
+    figures, e.g. the OOD description's); return the metrics and the fitted temperature."""
     labels = training_data.labels
     test = predict_split(model, training_data, "test", config, transform)
     validation = predict_split(model, training_data, "validation", config, transform)
+    calibrated = assess.assess(validation, test, model_dir)
+    test = dataclasses.replace(test, probabilities=calibration.tempered(
+        test.logits, calibrated.temperature))  # what the export serves
     metrics = classification_metrics(test, labels)
+    metrics["calibration"] = calibrated.as_metrics()
+    metrics.update(known or {})
     metrics["top_k_accuracy"] = top_k_accuracy(test, config.top_k)
     metrics["validation_accuracy"] = validation.accuracy
     metrics["counts"] = {split: training_data.counts(split) for split in record.SPLITS}
@@ -179,7 +205,7 @@ def evaluate(model: keras.Model, training_data: TrainingData, config: TrainConfi
     write_pictures(test, metrics, history, training_data, model_dir)
     report.write_report(model_dir, metrics, config)
     print(format_confusion_matrix(metrics["confusion_matrix"], labels))
-    return metrics
+    return metrics, calibrated.temperature
 
 
 def write_pictures(test: Predictions, metrics: dict, history: Mapping[str, Sequence[float]],

@@ -19,7 +19,8 @@ from trainer.train.data.views import describe_views
 PICTURES = (("training_curves.png", "Training curves"),
             ("confusion_matrix.png", "Confusion matrix"),
             ("errors.png", "Most confident mistakes"),
-            ("embedding_pca.png", "Transfer values, 2-D PCA"))
+            ("embedding_pca.png", "Transfer values, 2-D PCA"),
+            ("reliability.png", "Reliability (test): before and after temperature scaling"))
 _ERRORS_LISTED = 20
 _IMAGE_STYLE = "\nimg{max-width:100%;border:1px solid #ddd;margin:.5em 0}"
 
@@ -45,9 +46,26 @@ def _summary(metrics: dict, config: TrainConfig) -> str:
              ["views", f"{describe_views(metrics.get('views', {}))}; TTA {metrics.get('tta')}"
                        + (f" (test accuracy without it {metrics['without_tta']['test_accuracy']:.4f})"
                           if "without_tta" in metrics else "")],
+             *_uncertainty_rows(metrics),
              ["backbone", metrics.get("backbone", "")],
              ["runs", ", ".join(metrics.get("runs", []))]]
     return table(["", "value"], rows)
+
+
+def _uncertainty_rows(metrics: dict) -> list[list[str]]:
+    """Calibration (ECE and NLL before → after) and the OOD threshold, when recorded."""
+    rows = []
+    if "calibration" in metrics:
+        c = metrics["calibration"]
+        rows.append(["calibration (test)", f"temperature {c['temperature']:.3f}; ECE "
+                     f"{c['ece_uncalibrated']:.4f} → {c['ece']:.4f}; NLL "
+                     f"{c['nll_uncalibrated']:.4f} → {c['nll']:.4f}"])
+    if "ood" in metrics:
+        o = metrics["ood"]
+        rows.append(["out-of-distribution", f"{o['method']} score, threshold {o['threshold']:.3f}"
+                     f" (95 % of validation within); test within "
+                     f"{o['test_in_distribution']:.1%}; {o['bytes'] / 1e6:.2f} MB in the export"])
+    return rows
 
 
 def _per_class(metrics: dict) -> str:

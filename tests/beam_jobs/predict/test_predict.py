@@ -100,7 +100,9 @@ def test_unreadable_file_is_one_sentence_after_the_others_are_printed(model_dir,
 
     captured = capsys.readouterr()
     assert captured.out.splitlines()[0] == image_files["random.png"]
-    assert captured.err.strip().splitlines() == [
+    errors = [line for line in captured.err.strip().splitlines()  # this export has no ood_score
+              if line != predict_model.OLD_EXPORT_NOTE]
+    assert errors == [
         f"error: 1 of 2 images could not be classified: {text} is not an image "
         f"(not a known image format; starts with b'not a photo')."]
 
@@ -151,7 +153,12 @@ def test_batch_job_predicts_good_images_and_dead_letters_bad_ones(model_dir, leg
         assert row["top_k_labels"] == [label for label, _ in single[row["uri"]]]
         np.testing.assert_allclose(row["top_k_probabilities"],
                                    [p for _, p in single[row["uri"]]], atol=1e-6)
-    assert "5 inputs: 3 predicted, 2 rejected" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "5 inputs: 3 predicted, 2 rejected" in out
+    # exported without an OOD description (as before issue 23): empty columns, a note
+    assert manifest["out_of_distribution"] is None and predict_model.OLD_EXPORT_NOTE in out
+    assert all(row["ood_score"] is None and row["in_distribution"] is None for row in parquet)
+    assert all(line["ood_score"] == line["in_distribution"] == "" for line in csv_rows)
 
 
 def _read_csv(output) -> list[dict]:

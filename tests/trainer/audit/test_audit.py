@@ -76,6 +76,10 @@ def test_outliers_rank_first_and_are_flagged(audited):
     assert all(row["flagged"] == "true" for row in rows[:2])
     distances = [float(row["distance"]) for row in rows]
     assert distances == sorted(distances, reverse=True)
+    # the exported model's ood_score (trainer.uncertainty.ood) agrees on the planted ones
+    assert all(row["in_distribution"] == "false" for row in rows[:2])
+    scores = {row["uri"]: float(row["ood_score"]) for row in rows}
+    assert min(scores[uri] for uri in planted.outliers) > sorted(scores.values())[len(rows) // 2]
 
 
 def test_summary_page_and_model_report_show_the_findings(audited):

@@ -52,8 +52,8 @@ def images(tmp_path_factory) -> list[str]:
 
 
 def _in_process_probabilities(data: str, model_dir: str, image_paths: list[str]) -> np.ndarray:
-    """decode → resize_to_square → backbone → head (from the best checkpoint): our own code
-    step by step, no export involved."""
+    """decode → resize_to_square → backbone → head (from the best checkpoint) → the temperature
+    of metrics.json: our own code step by step, no export involved."""
     training_data = open_training_data(data)
     backbone = backbones.load(training_data.backbone_handle)
     config = TrainConfig(head="softmax", batch_size=32, seed=5)
@@ -62,7 +62,10 @@ def _in_process_probabilities(data: str, model_dir: str, image_paths: list[str])
     head.load_weights(os.path.join(model_dir, fit.CHECKPOINT))
     images = np.stack([resize_to_square(tf.io.decode_image(open(p, "rb").read(), channels=3),
                                         backbone.image_size).numpy() for p in image_paths])
-    return head.predict_on_batch(backbone(images))
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        temperature = json.load(f)["calibration"]["temperature"]
+    log_p = np.log(head.predict_on_batch(backbone(images)).astype(np.float64))
+    return tf.nn.softmax(log_p / temperature).numpy()
 
 
 @pytest.mark.slow
@@ -111,7 +114,8 @@ def test_export_tells_pixel_clients_how_to_preprocess(model_dir):
 def test_tv_predict_prints_top_k_labels_per_image(model_dir, images, capsys):
     assert main(predict.run, ["--model", model_dir, "--top_k", "2", images[0], images[1]]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == images[0] and lines[3] == images[1]
+    # random pixels may be marked "(unlike the training data: ood_score …)" after the path
+    assert lines[0].split("  ")[0] == images[0] and lines[3].split("  ")[0] == images[1]
     for line in lines[1:3] + lines[4:6]:
         label, probability = line.strip().split(": ")
         assert label in fx.CLASSES and 0.0 <= float(probability) <= 1.0
@@ -152,8 +156,6 @@ def test_tta_export_serves_the_mean_over_each_image_and_its_mirror(trained, imag
     np.testing.assert_allclose(served[True][0]["probabilities"],
                                (plain + head.predict_on_batch(mirror)) / 2, atol=1e-5)
     np.testing.assert_allclose(served[False][0]["probabilities"], plain, atol=1e-5)
-    np.testing.assert_allclose(served[False][0]["probabilities"],
-                               _in_process_probabilities(data, model_dir, images), atol=1e-5)
     assert not np.allclose(served[True][0]["probabilities"], plain, atol=1e-5)
     for output in (export.OUTPUT_TRANSFER_VALUES, export.OUTPUT_HEAD_INPUT):
         np.testing.assert_array_equal(served[True][1][output], served[False][1][output])

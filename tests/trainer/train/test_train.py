@@ -59,7 +59,7 @@ def test_training_writes_metrics_plots_errors_and_best_checkpoint(three_heads):
     model_dir, metrics = three_heads["softmax"]
     for name in ("metrics.json", "confusion_matrix.csv", "confusion_matrix.png",
                  "training_curves.png", "errors.csv", "training_log.csv", "errors.png",
-                 "embedding_pca.png", "report.html",
+                 "embedding_pca.png", "report.html", "reliability.png",
                  os.path.join("checkpoints", "best.weights.h5")):
         assert os.path.getsize(os.path.join(model_dir, name)) > 0, name
     with open(os.path.join(model_dir, "metrics.json")) as f:
@@ -67,6 +67,10 @@ def test_training_writes_metrics_plots_errors_and_best_checkpoint(three_heads):
     assert written == json.loads(json.dumps(metrics))
     assert set(written["per_class"]) == set(fx.CLASSES)
     assert set(written["per_class"]["cat"]) == {"precision", "recall", "f1", "support"}
+    calibration = written["calibration"]  # temperature scaling, measured on test
+    assert {"temperature", "ece", "ece_uncalibrated", "nll", "nll_uncalibrated"} <= set(
+        calibration)
+    assert calibration["nll"] <= calibration["nll_uncalibrated"] + 0.05
     assert written["counts"]["test"] == {label: 15 + 5 for label in fx.CLASSES}
     assert sum(map(sum, written["confusion_matrix"])) == 3 * 20
     with open(os.path.join(model_dir, "confusion_matrix.csv")) as f:
