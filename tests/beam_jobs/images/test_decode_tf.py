@@ -231,5 +231,6 @@ def test_export_writes_preprocessing_json_beside_labels(export_224px):
         export.KEY_IMAGE_SIZE: SIZE, export.KEY_RESIZE_POLICY: imaging.RESIZE_POLICY,
         export.KEY_JPEG_FACTOR: imaging.DRAFT_FACTOR,
         export.KEY_PIXELS_SIGNATURE: export.PIXELS_SIGNATURE,
-        export.KEY_PIXELS_INPUT: export.PIXELS_INPUT, export.KEY_TTA: False}
+        export.KEY_PIXELS_INPUT: export.PIXELS_INPUT, export.KEY_TTA: False,
+        export.KEY_TEMPERATURE: 1.0}  # exported without calibration: the identity temperature
     assert os.path.exists(os.path.join(model_dir, export.LABELS_FILE))
