@@ -34,6 +34,7 @@ class ClusterSpec:
     expansion_port: int = 8097
     worker_pool_port: int = 50000
     taskmanagers: int = 2
+    slots_per_taskmanager: int = 1
     jobmanager_memory: str = "1024m"
     taskmanager_memory: str = "1536m"
     job_server_heap: str = "512m"
@@ -62,12 +63,13 @@ def flink_config(spec: ClusterSpec, flink_home: str, tmp_dir: str) -> dict:
                        "rpc": {"address": "localhost", "port": spec.rpc_port},
                        "memory": {"process": {"size": spec.jobmanager_memory}},
                        "execution": {"failover-strategy": "region"}},
-        "taskmanager": {"bind-host": "localhost", "host": "localhost", "numberOfTaskSlots": 1,
+        "taskmanager": {"bind-host": "localhost", "host": "localhost",
+                        "numberOfTaskSlots": spec.slots_per_taskmanager,
                         "memory": {"process": {"size": spec.taskmanager_memory},
                                    "network": {"min": "128m", "max": "128m"},
                                    "managed": {"fraction": 0.2}},
                         "network": {"sort-shuffle": {"min-buffers": 64}}},
-        "parallelism": {"default": spec.taskmanagers},
+        "parallelism": {"default": spec.taskmanagers * spec.slots_per_taskmanager},
         "rest": {"address": "localhost", "bind-address": "localhost", "port": spec.rest_port},
         "classloader": {"resolve-order": "parent-first"},
         "restart-strategy": {"type": "fixed-delay",

@@ -10,6 +10,10 @@ import pytest
 from tests.helpers import REPO_ROOT
 
 FLINK_CONFIG = os.path.join(REPO_ROOT, "examples", "flink.yaml")
+# Several Flink jobs each (a minute or more apiece on two shared cores): run by `make test-flink`
+# only, so that `make test` stays within its time budget.
+LONG = pytest.mark.skipif(os.environ.get("TV_FLINK_LONG") != "1",
+                          reason="several Flink jobs; `make test-flink` runs it")
 
 
 @pytest.fixture(scope="session")
