@@ -107,7 +107,9 @@ def _wait(condition: Callable[[], bool], seconds: float, problem: str, folders: 
 
 
 def _start_job_server(folders: Folders, spec: ClusterSpec) -> None:
-    command = ["java", f"-Xmx{spec.job_server_heap}", "-cp",
+    command = ["java", f"-Xmx{spec.job_server_heap}",
+               "-Dorg.slf4j.simpleLogger.showDateTime=true",
+               "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd HH:mm:ss,SSS", "-cp",
                os.pathsep.join(folders.job_server_classpath()), JOB_SERVER_MAIN,
                f"--flink-master=localhost:{spec.rest_port}", f"--flink-conf-dir={folders.conf}",
                "--job-host=localhost", f"--job-port={spec.job_port}",
