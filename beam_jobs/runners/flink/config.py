@@ -9,8 +9,11 @@ Why each Flink setting is there:
   install.py), and classes loaded there let Beam keep one SDK environment per TaskManager;
 - `taskmanager.network.sort-shuffle.min-buffers: 64`: Flink 1.19 reserves 512 network buffers
   for every blocking result by default, and a Beam batch job has hundreds of them;
-- a fixed-delay restart strategy: a job whose TaskManager dies is restarted once a slot is free
-  again (`make flink-up` starts the missing TaskManager);
+- an exponential-delay restart strategy: a job whose TaskManager dies is restarted once a slot
+  is free again (`make flink-up` starts the missing TaskManager). Not fixed-delay: a lost
+  TaskManager fails many tasks of a batch job at once, each counted as one attempt, so three
+  fixed-delay attempts were used up within a second; exponential-delay counts failures that
+  arrive within one backoff as one;
 - `slot.request.timeout`: without a second TaskManager the job fails within a minute with
   Flink's "could not acquire the minimum required resources" instead of waiting five minutes.
 """
@@ -38,7 +41,7 @@ class ClusterSpec:
     jobmanager_memory: str = "1024m"
     taskmanager_memory: str = "1536m"
     job_server_heap: str = "512m"
-    restart_attempts: int = 3
+    restart_attempts: int = 6
 
     @property
     def ports(self) -> dict[str, int]:
@@ -72,9 +75,11 @@ def flink_config(spec: ClusterSpec, flink_home: str, tmp_dir: str) -> dict:
         "parallelism": {"default": spec.taskmanagers * spec.slots_per_taskmanager},
         "rest": {"address": "localhost", "bind-address": "localhost", "port": spec.rest_port},
         "classloader": {"resolve-order": "parent-first"},
-        "restart-strategy": {"type": "fixed-delay",
-                             "fixed-delay": {"attempts": spec.restart_attempts,
-                                             "delay": "5 s"}},
+        "restart-strategy": {"type": "exponential-delay",
+                             "exponential-delay": {
+                                 "initial-backoff": "2 s", "max-backoff": "10 s",
+                                 "backoff-multiplier": 2.0, "reset-backoff-threshold": "10 min",
+                                 "attempts-before-reset-backoff": spec.restart_attempts}},
         "slot": {"request": {"timeout": 60000}},
         "io": {"tmp": {"dirs": tmp_dir}},
     }
