@@ -169,8 +169,8 @@ def main() -> None:
     results = []
     try:
         for runner in args.runners.split(","):
+            cluster.down(folders, ClusterSpec())  # the DirectRunner runs with no cluster up
             if runner in SHAPES:
-                cluster.down(folders, SHAPES["flink-2tm"])
                 cluster.up(folders, SHAPES[runner], repo_root=ROOT)
             for name, sources in collections.items():
                 results.append(measure(name, sources, runner, args, folders))

@@ -86,7 +86,7 @@ def install_flink(folders: Folders) -> None:
     if os.path.exists(marker):
         return
     _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-          "--no-build-isolation", "--target", folders.dist,
+          "--target", folders.dist,
           f"apache-flink=={FLINK_VERSION}", f"apache-flink-libraries=={FLINK_VERSION}"],
          f"Flink {FLINK_VERSION} from PyPI")
     bin_dir = os.path.join(folders.flink_home, "bin")

@@ -9,6 +9,7 @@ import os
 import time
 
 import pyarrow.parquet as pq
+import pytest
 
 from beam_jobs.extract import pipeline as extract
 from beam_jobs.runners.flink import rest
@@ -28,6 +29,11 @@ def write_images_with_bad_files(root: str, per_class: int) -> str:
         with open(os.path.join(root, label, name), "wb") as f:
             f.write(data)
     return root
+
+
+# Each test submits a Flink job (a minute or so here): part of `make test`, skipped by
+# `make test-fast`.
+pytestmark = pytest.mark.slow
 
 
 def flink_jobs_since(port: int, started_ms: float) -> list[dict]:
