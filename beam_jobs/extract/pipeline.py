@@ -202,6 +202,8 @@ def _extract_chunk(selected, first_letters, inputs, labels, opts: ExtractOptions
     """
     kept = selected.kept if reported is None else (
         selected.kept | "AfterPlan" >> progress.AfterPlan(reported))  # the total comes first
+    if opts.redistribute:  # spread one source's images over the workers (--help)
+        kept = kept | "Redistribute" >> beam.Reshuffle()
     decoded = kept | "DecodeImages" >> DecodeImages(
         opts.max_pixels, backbone.image_size, opts.resize_policy,
         threads=threads_per_worker(opts) or None, in_flight=opts.batch_size)
