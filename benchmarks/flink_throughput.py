@@ -7,7 +7,8 @@ scikit-image's photographs) and each runner, `python -m beam_jobs.extract` runs 
 N1 < N2; the marginal rate (N2 - N1) / (t2 - t1) removes the fixed cost per job, which is
 t1 - N1 / marginal. Runners: `direct` (in process, the default), `flink-2tm` (two TaskManagers
 with one slot each, `--config=examples/flink.yaml`) and `flink-1tm` (one TaskManager with two
-slots: the same parallelism and cores in one JVM). The Flink cluster is (re)started for each
+slots: the same parallelism and cores in one JVM); a `+single` suffix turns examples/flink.yaml's
+`--redistribute` off (each source's images then reach one worker). The Flink cluster is (re)started for each
 shape and stopped at the end. Peak resident memory of the JobManager, each TaskManager, the job
 server and each SDK worker is sampled every 0.5 s; where Flink's time goes comes from its REST
 API (the slowest vertices of the N2 job). Ratio printed: Flink marginal / DirectRunner marginal
@@ -122,6 +123,21 @@ def extract(source_flags: list[str], runner_flags: list[str], backbone: str) -> 
     return {"wall": wall, "accepted": manifest["accepted"], "inputs": manifest["inputs"]}
 
 
+def config_file(single: bool) -> str:
+    """examples/flink.yaml, or a copy of it without `redistribute` (`+single` runners)."""
+    if not single:
+        return FLINK_CONFIG
+    import yaml
+
+    with open(FLINK_CONFIG) as f:
+        options = yaml.safe_load(f)
+    options.pop("redistribute", None)
+    path = os.path.join(tempfile.mkdtemp(prefix="tv-flink-bench-"), "flink-single.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(options, f)
+    return path
+
+
 def slowest_vertices(port: int, jid: str, top: int = 5) -> list[tuple[str, float]]:
     vertices = rest.get(port, f"/jobs/{jid}")["vertices"]
     ranked = sorted(vertices, key=lambda v: v["duration"], reverse=True)[:top]
@@ -129,14 +145,15 @@ def slowest_vertices(port: int, jid: str, top: int = 5) -> list[tuple[str, float
 
 
 def measure(name: str, sources: dict[int, list[str]], runner: str, args, folders) -> dict:
-    flags = [] if runner == "direct" else [f"--config={FLINK_CONFIG}"]
+    shape, _, variant = runner.partition("+")
+    flags = [] if shape == "direct" else [f"--config={config_file(variant == 'single')}"]
     timings, memory, vertices = {}, {}, []
     for n, source_flags in sources.items():
         started_ms = time.time() * 1000
         with PeakMemory(folders) as peaks:
             timings[n] = extract(source_flags, flags, args.backbone)
         memory = peaks.peaks
-        if runner != "direct":
+        if shape != "direct":
             [job, *_] = [j for j in rest.jobs(8081) if j["start-time"] >= started_ms]
             vertices = slowest_vertices(8081, job["jid"])
             timings[n]["flink_job_s"] = job["duration"] / 1000
@@ -169,9 +186,12 @@ def main() -> None:
     results = []
     try:
         for runner in args.runners.split(","):
-            cluster.down(folders, ClusterSpec())  # the DirectRunner runs with no cluster up
-            if runner in SHAPES:
-                cluster.up(folders, SHAPES[runner], repo_root=ROOT)
+            shape = runner.partition("+")[0]
+            if shape not in SHAPES or not cluster.running_pids(folders, "jobmanager") or \
+                    len(cluster.running_pids(folders, "taskmanager")) != SHAPES[shape].taskmanagers:
+                cluster.down(folders, ClusterSpec())  # the DirectRunner runs with no cluster up
+            if shape in SHAPES:
+                cluster.up(folders, SHAPES[shape], repo_root=ROOT)
             for name, sources in collections.items():
                 results.append(measure(name, sources, runner, args, folders))
     finally:
