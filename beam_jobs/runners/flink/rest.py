@@ -42,3 +42,16 @@ def job_exceptions(port: int, jid: str) -> list[str]:
     history = get(port, f"/jobs/{jid}/exceptions").get("exceptionHistory", {})
     return [entry.get("exceptionName", "") + ": " + (entry.get("stacktrace") or "")[:200]
             for entry in history.get("entries", [])]
+
+
+def records_by_taskmanager(port: int, jid: str, stage: str) -> dict[str, int]:
+    """Records read per TaskManager by the job's vertices whose name contains `stage` (a Beam
+    transform name, e.g. "DecodeImages"): how the work of that stage was spread."""
+    spread: dict[str, int] = {}
+    for vertex in get(port, f"/jobs/{jid}")["vertices"]:
+        if stage not in vertex["name"]:
+            continue
+        for subtask in get(port, f"/jobs/{jid}/vertices/{vertex['id']}")["subtasks"]:
+            tm = subtask.get("taskmanager-id", subtask.get("host", "?"))
+            spread[tm] = spread.get(tm, 0) + int(subtask["metrics"]["read-records"])
+    return spread

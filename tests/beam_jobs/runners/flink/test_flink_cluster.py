@@ -60,11 +60,14 @@ def test_extract_on_flink_is_the_direct_runners_run(flink_cluster, tiny_backbone
     extract.run([f"--config={FLINK_CONFIG}", *common, f"--output={tmp_path / 'flink'}"])
 
     [job] = assert_flink_ran_it(spec.rest_port, started_ms)
+    spread = rest.records_by_taskmanager(spec.rest_port, job["jid"], "DecodeImages")
+    assert len(spread) == 2 and min(spread.values()) > 0, spread  # --redistribute at work
     [flink] = runs.committed_runs(str(tmp_path / "flink"))
     [direct] = runs.committed_runs(str(tmp_path / "direct"))
     figures = assert_same_run(flink, direct)
     assert figures["inputs"] == 303 and figures["dead_letters"] == 3
-    print(f"flink job {job['jid']} {job['duration'] / 1000:.1f} s; same run: {figures}")
+    print(f"flink job {job['jid']} {job['duration'] / 1000:.1f} s, decode stage records per "
+          f"TaskManager {spread}; same run: {figures}")
 
 
 def _predictions(output) -> dict[str, tuple]:
