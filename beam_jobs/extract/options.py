@@ -93,6 +93,12 @@ class ExtractOptions(PipelineOptions):
         parser.add_argument("--incremental", action="store_true",
                             help="extract only images whose image_id no committed run of this "
                                  "backbone under --output holds (or holds under another label)")
+        parser.add_argument("--redistribute", action="store_true",
+                            help="shuffle the images across workers before decoding: on Flink "
+                                 "a source's images otherwise reach one worker (measured: one "
+                                 "of two TaskManagers did all the decoding and inference); "
+                                 "costs one shuffle of the encoded bytes, which an in-memory "
+                                 "runner keeps whole (examples/flink.yaml sets it)")
         parser.add_argument("--verbose", action="store_true", help="log more, keep tracebacks")
         parser.add_argument("--no_progress", action="store_true",
                             help="no progress line (local runners print a bar on a terminal, "

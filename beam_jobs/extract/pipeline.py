@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import zlib
 from typing import Any, Optional, Sequence
 
 import apache_beam as beam
@@ -181,6 +182,23 @@ def build_chunk_pipeline(p: beam.Pipeline, opts: ExtractOptions, backbone: backb
                    transform_temp_dir, analyze=planned_train > 0, reported=reported)
 
 
+class Redistribute(beam.PTransform):
+    """Spread images over the workers by a GroupByKey on a hash of their uri.
+
+    Not `beam.Reshuffle()`: with `--experiments=pre_optimize=all` (examples/flink.yaml) the
+    Python SDK's fuser leaves Reshuffle to the runner as a known transform and then fuses it
+    into the surrounding stage, where it is an identity; measured on Flink, one TaskManager
+    still decoded every image. A GroupByKey is never fused away. The key is deterministic, so
+    a retried stage partitions the same way.
+    """
+
+    def expand(self, images):  # elements: (split, SourceImage)
+        return (images
+                | "KeyByUri" >> beam.Map(lambda item: (zlib.crc32(item[1].uri.encode()), item))
+                | "Group" >> beam.GroupByKey()
+                | "Ungroup" >> beam.FlatMap(lambda keyed: keyed[1]))
+
+
 def _in_first_chunk(item, chunks: int) -> bool:
     return chunk_of(item.uri, chunks) == 0
 
@@ -202,6 +220,8 @@ def _extract_chunk(selected, first_letters, inputs, labels, opts: ExtractOptions
     """
     kept = selected.kept if reported is None else (
         selected.kept | "AfterPlan" >> progress.AfterPlan(reported))  # the total comes first
+    if opts.redistribute:  # spread one source's images over the workers (--help)
+        kept = kept | "Redistribute" >> Redistribute()
     decoded = kept | "DecodeImages" >> DecodeImages(
         opts.max_pixels, backbone.image_size, opts.resize_policy,
         threads=threads_per_worker(opts) or None, in_flight=opts.batch_size)

@@ -1,0 +1,1 @@
+"""Where Beam jobs run beyond the DirectRunner: set-up of runners we start ourselves (Flink)."""
