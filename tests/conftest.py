@@ -56,21 +56,14 @@ def trained(tiny_backbone, tmp_path_factory) -> tuple[str, str]:
 def exported(tiny_backbone, tmp_path_factory) -> tuple[Any, Any, str]:
     """(head, backbone, model_dir): a softmax head with fixed, decisive weights over the tiny
     backbone, exported as tv-train exports it (training itself: the `trained` fixture)."""
-    import numpy as np
 
     from beam_jobs import backbones
     from tests.helpers import fake_runs as fx
     from trainer.serve import export
     from trainer.serve.export import SERVING_DIR, export_serving
-    from trainer.train.config import TrainConfig
-    from trainer.train.heads import build_model
 
     backbone = backbones.load(tiny_backbone)
-    head = build_model(TrainConfig(head="softmax", seed=5), backbone.feature_dim,
-                       len(fx.CLASSES))
-    rng = np.random.default_rng(5)
-    head.set_weights([rng.normal(0.0, 3.0, w.shape).astype(np.float32)
-                      for w in head.get_weights()])
+    head = fx.random_softmax_head(backbone.feature_dim, scale=3.0)
     model_dir = str(tmp_path_factory.mktemp("model"))
     with pytest.MonkeyPatch.context() as patch:  # the fresh-process check: tests/trainer/serve
         patch.setattr(export, "verify_in_fresh_process", lambda *args: None)

@@ -134,3 +134,16 @@ def random_png(seed: int, height: int = 23, width: int = 31) -> bytes:
     """A random RGB PNG made with PIL (odd size, so the serving resize really resizes)."""
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     return png_bytes(pixels)
+
+
+def random_softmax_head(feature_dim: int, scale: float, seed: int = 5):
+    """A softmax head over CLASSES with fixed random weights (normal, `scale`): decisive enough
+    to predict without training, so export and serving tests need no fit."""
+    from trainer.train.config import TrainConfig
+    from trainer.train.heads import build_model
+
+    head = build_model(TrainConfig(head="softmax", seed=seed), feature_dim, len(CLASSES))
+    rng = np.random.default_rng(seed)
+    head.set_weights([rng.normal(0.0, scale, w.shape).astype(np.float32)
+                      for w in head.get_weights()])
+    return head

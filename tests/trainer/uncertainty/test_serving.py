@@ -18,8 +18,6 @@ from beam_jobs.predict import model as predict_model
 from beam_jobs.predict import pipeline as batch_predict
 from tests.helpers import fake_runs as fx
 from trainer.serve import export, predict
-from trainer.train.config import TrainConfig
-from trainer.train.heads import build_model
 from trainer.uncertainty import ood
 from trainer.uncertainty.assess import Uncertainty
 
@@ -31,11 +29,7 @@ def parts(tiny_backbone, tmp_path_factory):
     """(head, backbone, images, description): a softmax head over the tiny backbone and the knn
     description of the transfer values of some random 'training' images."""
     backbone = backbones.load(tiny_backbone)
-    head = build_model(TrainConfig(head="softmax", seed=5), backbone.feature_dim,
-                       len(fx.CLASSES))
-    rng = np.random.default_rng(5)
-    head.set_weights([rng.normal(0.0, 1.0, w.shape).astype(np.float32)
-                      for w in head.get_weights()])
+    head = fx.random_softmax_head(backbone.feature_dim, scale=1.0)
     folder = tmp_path_factory.mktemp("images")
     images = []
     for seed in range(3):
