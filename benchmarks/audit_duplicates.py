@@ -62,7 +62,7 @@ def scored(c, keep: np.ndarray, mine: list[dict]) -> dict:
     from trainer.audit import duplicates as dup
     from trainer.audit.findings import AuditConfig
     from trainer.audit.neighbours import nearest_neighbours
-    from trainer.audit.pixels import PixelReader, pair_similarity
+    from trainer.audit.pixels import PixelReader
 
     values, uris = c.transfer_values[keep], np.asarray(c.uris, object)[keep]
     row = {u: n for n, u in enumerate(uris)}
@@ -71,14 +71,16 @@ def scored(c, keep: np.ndarray, mine: list[dict]) -> dict:
                                       also=nearest_neighbours(values, AuditConfig().k))
     stage1 = time.perf_counter() - start
     start = time.perf_counter()
-    pixels = pair_similarity(i, j, uris, PixelReader(c.runs).read)
+    # below=1: the aligned similarity of every pair that could need it, whatever threshold
+    pixels, aligned = dup.pixel_stage(i, j, scores, uris, PixelReader(c.runs).read, below=1.0)
     stage2 = time.perf_counter() - start
     planted = [(min(row[p["copy"]], row[p["original"]]), max(row[p["copy"]], row[p["original"]]),
                 p["family"]) for p in mine if p["copy"] in row and p["original"] in row]
-    return {"i": i, "j": j, "scores": scores, "pixels": pixels, "uris": uris,
+    return {"i": i, "j": j, "scores": scores, "pixels": pixels, "aligned": aligned, "uris": uris,
             "values": values, "planted": planted, "n": len(uris),
             "cost": {"images": len(uris), "candidates": len(i),
                      "images_read": len(np.unique(np.concatenate([i, j]))),
+                     "aligned": int(np.sum(~np.isnan(aligned))),
                      "stage1_s": round(stage1, 2), "stage2_s": round(stage2, 2)}}
 
 
@@ -96,7 +98,8 @@ def recall(found: set, s: dict) -> dict:
 def pixels_rule(s: dict, threshold: float) -> set:
     from trainer.audit.duplicates import pixel_checked
 
-    keep = pixel_checked(s["i"], s["j"], s["scores"], s["pixels"], threshold)
+    keep = pixel_checked(s["i"], s["j"], s["scores"], s["pixels"], threshold,
+                         aligned=s["aligned"])
     return set(zip(s["i"][keep].tolist(), s["j"][keep].tolist()))
 
 

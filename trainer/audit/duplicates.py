@@ -5,11 +5,15 @@ Three rules (`--duplicate_rule`), all read off nearest-neighbour lists:
 - `pixels` (default): two stages.  Stage 1 takes the pairs of the `standout` rule's whitened
   neighbour lists and of the plain cosine ones that score at least `CANDIDATE_STANDOUT` (a
   loose bound: nearly every copy passes it, and so do many look-alikes).  Stage 2 reads
-  those images' pixels again by uri and reports a pair whose thumbprints correlate at least
-  `--duplicate_pixels` (trainer.audit.pixels), or that stands out (standout ≥
-  `STANDOUT_ALONE`) with pixels that still agree (≥ `PIXELS_WITH_STANDOUT`: a small crop).
-  What the transfer values cannot tell apart (two plain T-shirts, two crops of one photo)
-  the pixels do; what the pixels cannot (a crop moves the content) the transfer values do.
+  those images' pixels again by uri (trainer.audit.pixels) and reports a pair whose
+  thumbprints correlate at least `--duplicate_pixels`; or, when its standout score is at
+  least `ALIGN_STANDOUT`, whose *aligned* similarity (one image searched for a box that
+  matches the whole of the other: a crop, or the picture inside a frame) reaches the same
+  bar; or that stands out (standout ≥ `STANDOUT_ALONE`) with pixels that still agree
+  (≥ `PIXELS_WITH_STANDOUT`).  What the transfer values cannot tell apart (two plain
+  T-shirts, two crops of one photo) the pixels do; what the pixels cannot (a crop moves the
+  content) the alignment and the transfer values do.  The aligned search is asked only of
+  pairs that already stand out a little: free to move a box, two plain garments line up too.
   A pair whose pixels cannot be read falls back on the `standout` rule.  Recall per kind of
   copy: BENCHMARKS.md, "Near duplicates that people make".
 
@@ -40,15 +44,17 @@ from typing import Callable
 import numpy as np
 
 from trainer.audit.neighbours import Neighbours, nearest_neighbours, normalised
-from trainer.audit.pixels import pair_similarity
+from trainer.audit.pixels import Prints
 
 RULES = ("pixels", "standout", "similarity")
 DUPLICATE_RULE = "pixels"
 DUPLICATE_STANDOUT = 0.33
-DUPLICATE_PIXELS = 0.985  # chosen on the tune copies (benchmarks/audit_duplicates.py)
+DUPLICATE_PIXELS = 0.99  # chosen on the tune copies (benchmarks/audit_duplicates.py)
 CANDIDATE_STANDOUT = -0.2  # stage 1 of the pixels rule: added borders score about 0
 STANDOUT_ALONE = DUPLICATE_STANDOUT  # what the standout rule reports needs only
-PIXELS_WITH_STANDOUT = 0.8  # this much pixel agreement (a crop moves the content)
+PIXELS_WITH_STANDOUT = 0.9  # this much pixel agreement, aligned or not
+ALIGN_STANDOUT = 0.0  # the aligned search is asked of candidates standing out this much
+ALIGN_FLOOR = 0.7  # ... whose plain pixel similarity is at least this (copies: ≥ 0.73)
 DUPLICATE_SIMILARITY = 0.95
 DENSITY_K = 20  # neighbours behind r(x); the standout threshold was measured with it
 WHITENING_FLOOR = 0.1  # × mean eigenvalue: directions with (almost) no variance stay quiet
@@ -162,15 +168,34 @@ def oriented(i: np.ndarray, j: np.ndarray, similarity: np.ndarray, standout: np.
 
 def pixel_checked(i: np.ndarray, j: np.ndarray, scores: np.ndarray, pixels: np.ndarray,
                   threshold: float = DUPLICATE_PIXELS,
-                  unread: float = DUPLICATE_STANDOUT) -> np.ndarray:
+                  unread: float = DUPLICATE_STANDOUT,
+                  aligned: np.ndarray | None = None) -> np.ndarray:
     """Which candidate pairs the pixels rule reports (see the module docstring); a pair
-    without pixels needs the standout score `unread`."""
+    without pixels needs the standout score `unread`.  `aligned`: NaN where not searched."""
     readable = ~np.isnan(pixels)
     seen = np.nan_to_num(pixels, nan=-1.0)
+    boxed = np.full(len(i), -1.0) if aligned is None else np.nan_to_num(aligned, nan=-1.0)
     return np.where(readable,
-                    (seen >= threshold) | ((scores >= STANDOUT_ALONE)
-                                           & (seen >= PIXELS_WITH_STANDOUT)),
+                    (seen >= threshold)
+                    | ((scores >= ALIGN_STANDOUT) & (boxed >= threshold))
+                    | ((scores >= STANDOUT_ALONE)
+                       & (np.maximum(seen, boxed) >= PIXELS_WITH_STANDOUT)),
                     scores >= unread)
+
+
+def pixel_stage(i: np.ndarray, j: np.ndarray, scores: np.ndarray, uris: np.ndarray,
+                read: Callable[[str], np.ndarray | None], below: float = DUPLICATE_PIXELS
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(plain, aligned) pixel similarity of the candidate pairs.  The aligned search (a few
+    ms a pair) runs only where it can change the verdict: standout ≥ `ALIGN_STANDOUT` and a
+    plain similarity in [`ALIGN_FLOOR`, `below`); NaN elsewhere."""
+    prints = Prints(np.unique(np.concatenate([i, j])), uris, read)
+    plain = prints.similarity(i, j)
+    aligned = np.full(len(i), np.nan, np.float32)
+    seen = np.nan_to_num(plain, nan=-1.0)
+    ask = (scores >= ALIGN_STANDOUT) & (seen >= ALIGN_FLOOR) & (seen < below)
+    aligned[ask] = prints.aligned(i[ask], j[ask])
+    return plain, aligned
 
 
 def near_duplicates(transfer_values: np.ndarray, neighbours: Neighbours, uris: np.ndarray,
@@ -189,8 +214,11 @@ def near_duplicates(transfer_values: np.ndarray, neighbours: Neighbours, uris: n
         i, j, scores = standout_pairs(transfer_values, standout, exact_limit)
         return oriented(i, j, _cosine(normalised(transfer_values), i, j), scores, uris, splits)
     i, j, scores = standout_pairs(transfer_values, CANDIDATE_STANDOUT, exact_limit, neighbours)
-    seen = (pair_similarity(i, j, uris, read) if read is not None
-            else np.full(len(i), np.nan, np.float32))
-    keep = pixel_checked(i, j, scores, seen, pixels, standout)
-    i, j, scores, seen = i[keep], j[keep], scores[keep], seen[keep]
-    return oriented(i, j, _cosine(normalised(transfer_values), i, j), scores, uris, splits, seen)
+    if read is None:
+        seen = aligned = np.full(len(i), np.nan, np.float32)
+    else:
+        seen, aligned = pixel_stage(i, j, scores, uris, read, pixels)
+    keep = pixel_checked(i, j, scores, seen, pixels, standout, aligned)
+    i, j, scores = i[keep], j[keep], scores[keep]
+    best = np.fmax(seen[keep], aligned[keep])
+    return oriented(i, j, _cosine(normalised(transfer_values), i, j), scores, uris, splits, best)

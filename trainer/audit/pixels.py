@@ -10,7 +10,10 @@ stretched).  Two images' pixel similarity is the better of the two Pearson corre
 unchanged by rescaling (both become SIDE × SIDE), re-encoding and format changes (pixel noise
 averages out), brightness and contrast (centred and scaled), added borders (the content
 thumbnail); a small crop moves the content by a fraction of a thumbnail pixel, which costs a
-few hundredths (the rule asks less of a pair whose transfer values stand out).
+few hundredths, and a crop of a few per cent or a frame over busy edges more.  For those, a
+pair the caller picks is also compared *aligned*: a 64 × 64 grey grid of each image is kept,
+and the box of one (up to 16 % off each side; coarse, then refined a line at a time) that best
+matches the whole of the other is compared at 32 × 32.
 Measured per kind of copy in BENCHMARKS.md ("Near duplicates that people make").
 
 Reading them back: a run keeps where each image came from (`uri`), not its pixels, so the
@@ -28,6 +31,7 @@ Anything else, or a file gone since extraction, has no pixels: the caller decide
 
 from __future__ import annotations
 
+import functools
 import logging
 import posixpath
 from typing import Callable, Optional, Sequence
@@ -43,6 +47,10 @@ FRAME_UNIFORM = 0.97  # share of a line within tolerance of the frame colour for
 ROWS = 3  # thumbnails per image: whole, inside the outermost frame, content
 COMPARED = ((0, 0), (0, 1), (1, 0), (2, 2))  # rows of a and b compared
 THUMBNAIL_DECODE = 64  # pixels a side a JPEG is decoded to at least (DCT scaling)
+GRID = 64  # side of the grey grid kept per image for the aligned comparison (4 KB as uint8)
+ALIGN_CUT = 10  # most grid lines a box may cut from each side (16 %: a 6 % crop, a 10 % frame)
+ALIGN_STEP = 2  # coarse search step in grid lines; the best box is then refined ±1 line
+ALIGN_SIDE = 32  # side at which the refined box is compared (finer than SIDE: look-alikes part)
 _CHUNK = 65_536  # pairs compared per step
 _CIFAR_PREFIX = "cifar10:"
 log = logging.getLogger(__name__)
@@ -119,34 +127,123 @@ def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                    for x, y in COMPARED], axis=0)
 
 
-def thumbprints(uris: Sequence[str] | np.ndarray, read: Callable[[str], Optional[np.ndarray]],
-                side: int = SIDE) -> tuple[np.ndarray, np.ndarray]:
-    """(float16 [N, ROWS, side²], bool [N] found) for `uris`, read in sorted order (files
-    that hold many images are then read once).  float16: 864 B an image, 8.6 GB at 10 M."""
-    out = np.zeros((len(uris), ROWS, side * side), np.float16)
-    found = np.zeros(len(uris), bool)
-    for n in sorted(range(len(uris)), key=lambda n: uris[n]):
-        pixels = read(uris[n])
-        if pixels is not None and pixels.size:
-            out[n], found[n] = thumbprint(pixels, side), True
-    return out, found
+def grey_grid(pixels: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] (or [H, W]) → uint8 [GRID, GRID]: the whole picture, grey, Lanczos,
+    squeezed square (a crop or a frame then cuts the same share of lines on each axis)."""
+    from PIL import Image
+
+    grey = pixels.astype(np.float32)
+    if grey.ndim == 3:
+        grey = grey @ np.asarray([0.299, 0.587, 0.114], np.float32)
+    small = Image.fromarray(grey).resize((GRID, GRID), Image.Resampling.LANCZOS)
+    return np.clip(np.rint(np.asarray(small)), 0, 255).astype(np.uint8)
 
 
-def pair_similarity(i: np.ndarray, j: np.ndarray, uris: Sequence[str] | np.ndarray,
-                    read: Callable[[str], Optional[np.ndarray]], side: int = SIDE) -> np.ndarray:
-    """float32 [P] pixel similarity of each pair (i[p], j[p]); NaN where either image could
-    not be read or is flat (no pixels to compare: the caller falls back on stage 1)."""
-    rows = np.unique(np.concatenate([i, j]))
-    prints, found = thumbprints([uris[r] for r in rows], read, side)
-    found &= np.abs(prints).sum(axis=(1, 2)) > 0
-    a, b = np.searchsorted(rows, i), np.searchsorted(rows, j)
-    out = np.empty(len(i), np.float32)
-    for start in range(0, len(i), _CHUNK):  # a gather of every pair at once is 1 KB a pair
-        end = start + _CHUNK
-        out[start:end] = similarity(prints[a[start:end]].astype(np.float32),
-                                    prints[b[start:end]].astype(np.float32))
-    out[~(found[a] & found[b])] = np.nan
-    return out
+@functools.lru_cache(maxsize=None)
+def _box_weights(start: int, stop: int, side: int, size: int = GRID) -> np.ndarray:
+    """float32 [side, size]: lines [start, size - stop) of a grid resampled to `side` lines
+    (a triangle filter as wide as the step, so shrinking averages rather than aliases).
+    Cached: the refinement asks for the same few hundred boxes again and again."""
+    stop = size - stop
+    scale = (stop - start) / side
+    centres = start + (np.arange(side) + 0.5) * scale
+    weights = np.maximum(0.0, 1.0 - np.abs(np.arange(size) + 0.5 - centres[:, None])
+                         / max(scale, 1.0))
+    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+_CUTS = [(a, b) for a in range(0, ALIGN_CUT + 1, ALIGN_STEP)
+         for b in range(0, ALIGN_CUT + 1, ALIGN_STEP)]
+_COARSE = np.stack([_box_weights(a, b, SIDE) for a, b in _CUTS])  # [C, SIDE, GRID]
+_WHOLE_FINE = _box_weights(0, 0, ALIGN_SIDE)
+
+
+def _units(vectors: np.ndarray) -> np.ndarray:
+    vectors = vectors - vectors.mean(axis=-1, keepdims=True)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-3)
+
+
+def _whole(grid: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return _units((weights @ grid @ weights.T).ravel())
+
+
+def _boxes(grid: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """[R·C, side²]: `grid` resampled by every pair of row weights [R, side, GRID] and column
+    weights [C, side, GRID].  Two plain matrix products (np.tensordot took 20× as long)."""
+    side = rows.shape[1]
+    out = (rows @ grid).reshape(-1, grid.shape[1]) @ columns.reshape(-1, grid.shape[1]).T
+    return out.reshape(len(rows), side, len(columns), side).transpose(0, 2, 1, 3).reshape(
+        len(rows) * len(columns), side * side)
+
+
+@functools.lru_cache(maxsize=None)
+def _near(first: int, last: int) -> np.ndarray:
+    """float32 [≤ 9, ALIGN_SIDE, GRID]: the boxes one line either side of a coarse cut."""
+    return np.stack([_box_weights(x, y, ALIGN_SIDE)
+                     for x in range(max(0, first - 1), first + 2)
+                     for y in range(max(0, last - 1), last + 2)])
+
+
+def _best_box(grid: np.ndarray, other: np.ndarray) -> float:
+    """The best correlation of the whole of `other` with a box of `grid` that cuts up to
+    ALIGN_CUT lines off each side: coarse (every ALIGN_STEP-th cut, at SIDE) to find the
+    box, then each of its four cuts ±1 line, compared at ALIGN_SIDE."""
+    coarse = _units(_boxes(grid, _COARSE, _COARSE))
+    best = int(np.argmax(coarse @ _whole(other, _COARSE[0])))  # _CUTS[0] is (0, 0)
+    (top, bottom), (left, right) = _CUTS[best // len(_CUTS)], _CUTS[best % len(_CUTS)]
+    fine = _units(_boxes(grid, _near(top, bottom), _near(left, right)))
+    return float(np.max(fine @ _whole(other, _WHOLE_FINE)))
+
+
+def aligned_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Pixel similarity of two grey grids when one may be a crop of the other, or the other
+    framed: the better of a box of `a` against all of `b` and the reverse.  The search (a
+    box per side of up to 16 %) finds crops and frames the fixed thumbnails miss; it also
+    lets look-alikes line up, so the caller asks it only of pairs whose transfer values
+    already stand out a little (trainer.audit.duplicates)."""
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    if a.std() < 1e-3 or b.std() < 1e-3:
+        return float("nan")
+    return max(_best_box(a, b), _best_box(b, a))
+
+
+class Prints:
+    """What stage 2 keeps of each image it read: the thumbprint and the grey grid."""
+
+    def __init__(self, rows: np.ndarray, uris: Sequence[str] | np.ndarray,
+                 read: Callable[[str], Optional[np.ndarray]], side: int = SIDE):
+        """Reads `rows` (sorted, unique) of `uris` in uri order (files that hold many images
+        are then read once).  float16 thumbprints: 864 B an image; grids 4 KB."""
+        self.rows = rows
+        self.prints = np.zeros((len(rows), ROWS, side * side), np.float16)
+        self.grids = np.zeros((len(rows), GRID, GRID), np.uint8)
+        self.found = np.zeros(len(rows), bool)
+        for n in sorted(range(len(rows)), key=lambda n: uris[rows[n]]):
+            pixels = read(uris[rows[n]])
+            if pixels is not None and pixels.size:
+                self.prints[n] = thumbprint(pixels, side)
+                self.grids[n], self.found[n] = grey_grid(pixels), True
+        self.found &= np.abs(self.prints).sum(axis=(1, 2)) > 0
+
+    def similarity(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """float32 [P] pixel similarity of each pair (i[p], j[p]); NaN where either image
+        could not be read or is flat (no pixels to compare: the caller falls back on stage 1)."""
+        a, b = np.searchsorted(self.rows, i), np.searchsorted(self.rows, j)
+        out = np.empty(len(i), np.float32)
+        for start in range(0, len(i), _CHUNK):  # a gather of every pair at once is 1 KB a pair
+            end = start + _CHUNK
+            out[start:end] = similarity(self.prints[a[start:end]].astype(np.float32),
+                                        self.prints[b[start:end]].astype(np.float32))
+        out[~(self.found[a] & self.found[b])] = np.nan
+        return out
+
+    def aligned(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """float32 [P] `aligned_similarity` of each pair (NaN as in `similarity`); a few ms a
+        pair, so only for the pairs the caller picks."""
+        a, b = np.searchsorted(self.rows, i), np.searchsorted(self.rows, j)
+        return np.asarray([aligned_similarity(self.grids[x], self.grids[y])
+                           if self.found[x] and self.found[y] else np.nan
+                           for x, y in zip(a, b)], np.float32)
 
 
 class PixelReader:

