@@ -62,7 +62,7 @@ def scored(c, keep: np.ndarray, mine: list[dict]) -> dict:
     from trainer.audit import duplicates as dup
     from trainer.audit.findings import AuditConfig
     from trainer.audit.neighbours import nearest_neighbours
-    from trainer.audit.pixels import PixelReader
+    from trainer.audit.pixels import PixelReader, Prints
 
     values, uris = c.transfer_values[keep], np.asarray(c.uris, object)[keep]
     row = {u: n for n, u in enumerate(uris)}
@@ -70,9 +70,21 @@ def scored(c, keep: np.ndarray, mine: list[dict]) -> dict:
     i, j, scores = dup.standout_pairs(values, dup.CANDIDATE_STANDOUT,
                                       also=nearest_neighbours(values, AuditConfig().k))
     stage1 = time.perf_counter() - start
-    start = time.perf_counter()
-    # below=1: the aligned similarity of every pair that could need it, whatever threshold
-    pixels, aligned = dup.pixel_stage(i, j, scores, uris, PixelReader(c.runs).read, below=1.0)
+    start, spent = time.perf_counter(), [0.0]
+    unclocked = Prints.aligned
+
+    def clocked(self, *pairs):  # the aligned search's share of stage 2
+        began = time.perf_counter()
+        try:
+            return unclocked(self, *pairs)
+        finally:
+            spent[0] += time.perf_counter() - began
+
+    Prints.aligned = clocked  # type: ignore[method-assign]
+    try:  # below=1: the aligned similarity of every pair that could need it, whatever threshold
+        pixels, aligned = dup.pixel_stage(i, j, scores, uris, PixelReader(c.runs).read, below=1.0)
+    finally:
+        Prints.aligned = unclocked  # type: ignore[method-assign]
     stage2 = time.perf_counter() - start
     planted = [(min(row[p["copy"]], row[p["original"]]), max(row[p["copy"]], row[p["original"]]),
                 p["family"]) for p in mine if p["copy"] in row and p["original"] in row]
@@ -81,7 +93,8 @@ def scored(c, keep: np.ndarray, mine: list[dict]) -> dict:
             "cost": {"images": len(uris), "candidates": len(i),
                      "images_read": len(np.unique(np.concatenate([i, j]))),
                      "aligned": int(np.sum(~np.isnan(aligned))),
-                     "stage1_s": round(stage1, 2), "stage2_s": round(stage2, 2)}}
+                     "stage1_s": round(stage1, 2), "stage2_s": round(stage2, 2),
+                     "aligned_s": round(spent[0], 2)}}
 
 
 def recall(found: set, s: dict) -> dict:

@@ -193,7 +193,7 @@ def test_sigkill_at_random_points_of_a_chunked_job_then_rerun_holds_each_input_o
     inputs = sorted(os.path.join(d, n) for d, _, names in os.walk(root) for n in names)
     args = [sys.executable, "-m", "beam_jobs.extract", f"--source=folder:{root}",
             f"--output={out}", f"--backbone={tiny_backbone}", "--num_shards=1",
-            "--commit_every=8", "--direct_running_mode=in_memory", "--no_progress"]
+            "--commit_every=13", "--direct_running_mode=in_memory", "--no_progress"]  # 4 chunks
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     cwd = REPO_ROOT
     kills, in_flight, attempts = 0, [], 0
@@ -202,7 +202,7 @@ def test_sigkill_at_random_points_of_a_chunked_job_then_rerun_holds_each_input_o
         log_path = tmp_path / f"attempt{attempts}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-            deadline = time.time() + (rng.uniform(4.0, 30.0) if kills < 3 else 600)
+            deadline = time.time() + (rng.uniform(4.0, 30.0) if kills < 2 else 600)
             while proc.poll() is None and time.time() < deadline:
                 time.sleep(0.05)
             if proc.poll() is None:
