@@ -33,12 +33,16 @@ demo: install data
 	$(BIN)/tv-predict --model=$(DEMO_OUT)/model --top_k=3 $(DEMO_OUT)/samples/*.png && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; outputs in $(DEMO_OUT)/"
 
+# One worker per core (at most 4: each holds TensorFlow, 1–2 GB); each test file stays on one
+# worker, the Flink tests on one (tests/conftest.py).
+PYTEST_PARALLEL ?= -n auto --maxprocesses=4 --dist loadgroup
+
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) tests
 
 # The inner loop: everything but the tests marked slow (tests/conftest.py).
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not slow" tests
 
 # The live backbone parity check against PyTorch itself. Installs the `parity` extra: PyPI's torch
 # is a CUDA build of several GB, so `make test` checks against committed reference outputs instead

@@ -27,6 +27,8 @@ REQUIRED = [
 
 TEST = [
     "pytest>=8",
+    # `make test` spreads the test files over every core (`-n auto`, tests/conftest.py's groups).
+    "pytest-xdist>=3.5",
     # Code health, run by .ci/run (configured in ruff.toml and mypy.ini).
     "ruff>=0.6",
     "mypy>=1.10",

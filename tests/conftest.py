@@ -28,6 +28,18 @@ def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers", "slow: one of the slowest tests (tens of seconds on two cores); "
                    "`make test-fast` skips them, `make test` runs them")
+    config.addinivalue_line(
+        "markers", "xdist_group(name): tests pytest-xdist keeps on one worker (`make test`)")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """One xdist group per file, so module fixtures are built once (`make test` runs
+    `-n auto --dist loadgroup`); every Flink test in one group: they share one cluster, on
+    fixed ports, that a second worker must not start again."""
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(
+            "flink" if "/runners/flink/" in path else path))
 
 
 TRAIN_FLAGS = ["--head", "softmax", "--label_smoothing", "0", "--epochs", "10", "--patience",

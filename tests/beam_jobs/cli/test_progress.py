@@ -68,7 +68,8 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_terminal_gets_a_bar_redrawn_in_place_and_one_newline_at_the_end():
+def test_terminal_gets_a_bar_redrawn_in_place_and_one_newline_at_the_end(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")  # the bar fits the terminal: make this one 100 wide
     terminal = _Terminal()
     _run_slow_pipeline(planned=6, stream=terminal)
     drawn = terminal.getvalue()
