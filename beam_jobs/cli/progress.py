@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import shutil
+import os
 import sys
 import threading
 import time
@@ -209,7 +209,7 @@ class ProgressPrinter(threading.Thread):
         rate = self._rate.update(time.time(), now.done, now.total is not None)
         now = dataclasses.replace(now, rate=rate)
         if self._bar:
-            text = now.bar(shutil.get_terminal_size((100, 24)).columns)
+            text = now.bar(terminal_columns(self._stream))
             self._stream.write("\r" + text.ljust(self._drawn))
             self._drawn = len(text)
         else:
@@ -233,6 +233,19 @@ class ProgressPrinter(threading.Thread):
 def is_local_runner(runner: Any) -> bool:
     name = runner if isinstance(runner, str) else type(runner).__name__
     return (name or "DirectRunner").split(".")[-1] in LOCAL_RUNNERS
+
+
+def terminal_columns(stream: TextIO, fallback: int = 100) -> int:
+    """The width of the terminal the bar is drawn on (stderr), not stdout's as
+    `shutil.get_terminal_size` measures: with stdout piped to a file, stderr's terminal may be
+    narrower, and a bar wider than it wraps at every redraw.  `COLUMNS` wins, as in shutil."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or fallback
+    except (AttributeError, OSError, ValueError):  # no file descriptor, or not a terminal
+        return fallback
 
 
 def is_terminal(stream: TextIO) -> bool:

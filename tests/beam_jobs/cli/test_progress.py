@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import time
 
@@ -127,3 +128,25 @@ def test_a_log_never_repeats_the_final_line():
     printer.emit(final=True)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2 and lines[0] != lines[1], lines
+
+
+def test_bar_is_as_wide_as_the_terminal_it_is_drawn_on_not_stdouts(monkeypatch):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    leader, follower = pty.openpty()
+    try:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 61, 0, 0))
+        with os.fdopen(os.dup(follower), "w") as narrow:  # stderr on a 61-column terminal
+            assert progress.terminal_columns(narrow) == 61
+        with open(os.devnull, "w") as not_a_terminal:
+            assert progress.terminal_columns(not_a_terminal) == 100
+        assert progress.terminal_columns(io.StringIO()) == 100  # no file descriptor at all
+        monkeypatch.setenv("COLUMNS", "72")  # what the user asked for wins, as in shutil
+        assert progress.terminal_columns(io.StringIO()) == 72
+    finally:
+        os.close(leader)
+        os.close(follower)
