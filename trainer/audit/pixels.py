@@ -32,7 +32,9 @@ Anything else, or a file gone since extraction, has no pixels: the caller decide
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
+import operator
 import posixpath
 from typing import Callable, Optional, Sequence
 
@@ -184,15 +186,23 @@ def _near(first: int, last: int) -> np.ndarray:
                      for y in range(max(0, last - 1), last + 2)])
 
 
-def _best_box(grid: np.ndarray, other: np.ndarray) -> float:
-    """The best correlation of the whole of `other` with a box of `grid` that cuts up to
-    ALIGN_CUT lines off each side: coarse (every ALIGN_STEP-th cut, at SIDE) to find the
-    box, then each of its four cuts ±1 line, compared at ALIGN_SIDE."""
-    coarse = _units(_boxes(grid, _COARSE, _COARSE))
+def _coarse(grid: np.ndarray) -> np.ndarray:
+    """[C², SIDE²] every coarse box of `grid` (every ALIGN_STEP-th cut, up to ALIGN_CUT lines
+    off each side), centred and unit length: the search's main cost, so made once an image."""
+    return _units(_boxes(grid, _COARSE, _COARSE))
+
+
+def _best_box(grid: np.ndarray, other: np.ndarray, coarse: np.ndarray) -> float:
+    """The best correlation of the whole of `other` with a box of `grid` (`coarse`: its
+    `_coarse`): the best coarse box, then each of its four cuts ±1 line, at ALIGN_SIDE."""
     best = int(np.argmax(coarse @ _whole(other, _COARSE[0])))  # _CUTS[0] is (0, 0)
     (top, bottom), (left, right) = _CUTS[best // len(_CUTS)], _CUTS[best % len(_CUTS)]
     fine = _units(_boxes(grid, _near(top, bottom), _near(left, right)))
     return float(np.max(fine @ _whole(other, _WHOLE_FINE)))
+
+
+def _flat(grid: np.ndarray) -> bool:
+    return float(grid.std()) < 1e-3  # nothing to align
 
 
 def aligned_similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -200,11 +210,11 @@ def aligned_similarity(a: np.ndarray, b: np.ndarray) -> float:
     framed: the better of a box of `a` against all of `b` and the reverse.  The search (a
     box per side of up to 16 %) finds crops and frames the fixed thumbnails miss; it also
     lets look-alikes line up, so the caller asks it only of pairs whose transfer values
-    already stand out a little (trainer.audit.duplicates)."""
+    already stand out a little (trainer.audit.duplicates).  NaN if either is flat."""
     a, b = a.astype(np.float32), b.astype(np.float32)
-    if a.std() < 1e-3 or b.std() < 1e-3:
+    if _flat(a) or _flat(b):
         return float("nan")
-    return max(_best_box(a, b), _best_box(b, a))
+    return max(_best_box(a, b, _coarse(a)), _best_box(b, a, _coarse(b)))
 
 
 class Prints:
@@ -238,12 +248,24 @@ class Prints:
         return out
 
     def aligned(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        """float32 [P] `aligned_similarity` of each pair (NaN as in `similarity`); a few ms a
-        pair, so only for the pairs the caller picks."""
+        """float32 [P] `aligned_similarity` of each pair (NaN as in `similarity`, or where
+        either grid is flat); ~2 ms a pair, so only for the pairs the caller picks.  Each
+        direction is searched from the image whose boxes it moves, grouped by that image,
+        so an image's coarse boxes are made once however many pairs it is in."""
         a, b = np.searchsorted(self.rows, i), np.searchsorted(self.rows, j)
-        return np.asarray([aligned_similarity(self.grids[x], self.grids[y])
-                           if self.found[x] and self.found[y] else np.nan
-                           for x, y in zip(a, b)], np.float32)
+        out = np.full(len(i), np.nan, np.float32)
+        usable = {x: not _flat(self.grids[x]) for x in np.unique(np.concatenate([a, b]))
+                  if self.found[x]}
+        sides = sorted((x, y, p) for p, pair in enumerate(zip(a, b))
+                       if usable.get(pair[0]) and usable.get(pair[1])
+                       for x, y in (pair, pair[::-1]))
+        for x, group in itertools.groupby(sides, key=operator.itemgetter(0)):
+            grid = self.grids[x].astype(np.float32)
+            coarse = _coarse(grid)
+            for _, y, p in group:
+                out[p] = np.fmax(out[p], _best_box(grid, self.grids[y].astype(np.float32),
+                                                   coarse))
+        return out
 
 
 class PixelReader:
