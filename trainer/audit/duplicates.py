@@ -186,8 +186,8 @@ def pixel_checked(i: np.ndarray, j: np.ndarray, scores: np.ndarray, pixels: np.n
 def pixel_stage(i: np.ndarray, j: np.ndarray, scores: np.ndarray, uris: np.ndarray,
                 read: Callable[[str], np.ndarray | None], below: float = DUPLICATE_PIXELS
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(plain, aligned) pixel similarity of the candidate pairs.  The aligned search (a few
-    ms a pair) runs only where it can change the verdict: standout ≥ `ALIGN_STANDOUT` and a
+    """(plain, aligned) pixel similarity of the candidate pairs.  The aligned search (~2 ms
+    a pair) runs only where it can change the verdict: standout ≥ `ALIGN_STANDOUT` and a
     plain similarity in [`ALIGN_FLOOR`, `below`); NaN elsewhere."""
     prints = Prints(np.unique(np.concatenate([i, j])), uris, read)
     plain = prints.similarity(i, j)
